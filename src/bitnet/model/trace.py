@@ -1,0 +1,137 @@
+"""Per-tensor tracing of the forward pass (`BITNET_TRACE_DIR=DIR`).
+
+Every stage of every forward writes one JSON line per token position to `DIR/trace.jsonl`:
+`{seq, layer, stage, name, shape, dtype, blake3, rms, num_elements}` where `seq` is the token position, `layer` is
+-1 for stages outside the blocks, `name` is `<stage>-<layer>` (or `<stage>`), and shape/dtype/blake3/rms describe that
+position's row converted to float32 (so traces taken under different numerics compare at equal dtype; `blake3` is
+the hex digest of the row's float32 bytes, C order). With `BITNET_TRACE_VALUES=1` the row is also saved as
+`DIR/values/<seq>_<name>.npy` when it has at most `BITNET_TRACE_MAX_ELEMENTS` (default 65536) elements.
+
+`STAGES` lists the stages in forward order with the llama.cpp eval-callback tensor name each corresponds to
+(`{L}` = layer index), for `bitnet.crossval` to pair traces with the C++ reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import blake3
+import numpy as np
+
+#: (stage, layer-scoped?, llama.cpp callback name) in forward order
+STAGES: tuple[tuple[str, bool, str], ...] = (
+    ("embeddings", False, "inp_embd"),
+    ("attn_norm", True, "attn_norm-{L}"),
+    ("q", True, "Qcur-{L}"),
+    ("k", True, "Kcur-{L}"),
+    ("v", True, "Vcur-{L}"),
+    ("q_rope", True, "Qcur-{L}"),
+    ("k_rope", True, "Kcur-{L}"),
+    ("attn_scores", True, "kq_soft_max_ext-{L}"),
+    ("attn_out", True, "kqv_out-{L}"),
+    ("attn_sub_norm", True, "attn_sub_norm-{L}"),
+    ("attn_o", True, "attn_o_out-{L}"),
+    ("ffn_inp", True, "ffn_inp-{L}"),
+    ("ffn_norm", True, "ffn_norm-{L}"),
+    ("ffn_gate", True, "ffn_gate-{L}"),
+    ("ffn_up", True, "ffn_up-{L}"),
+    ("ffn_act", True, "ffn_gate_par-{L}"),
+    ("ffn_sub_norm", True, "ffn_sub_norm-{L}"),
+    ("ffn_out", True, "ffn_out-{L}"),
+    ("layer_out", True, "l_out-{L}"),
+    ("final_norm", False, "result_norm"),
+    ("logits", False, "result_output"),
+)
+STAGE_NAMES = tuple(s for s, _, _ in STAGES)
+LLAMA_CPP_NAMES = {s: n for s, _, n in STAGES}
+#: other llama.cpp names for the same tensor (ffn_out-{L} is the ffn_down matmul result)
+LLAMA_CPP_ALIASES = {"ffn_out": ("ffn_down-{L}",), "attn_scores": ("kq_soft_max-{L}",)}
+
+
+def llama_cpp_name(stage: str, layer: int) -> str:
+    """The llama.cpp callback tensor name of one of our stages."""
+    return LLAMA_CPP_NAMES[stage].replace("{L}", str(layer))
+
+
+class Tracer:
+    """Writes trace records; `enabled` is False (and every call a no-op) unless a directory was given."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None, *, values: bool = False, max_elements: int = 65536):
+        self.directory = Path(directory) if directory else None
+        self.values = values
+        self.max_elements = max_elements
+        self._fh: IO[str] | None = None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if values:
+                (self.directory / "values").mkdir(exist_ok=True)
+
+    @classmethod
+    def from_env(cls) -> Tracer:
+        return cls(
+            os.environ.get("BITNET_TRACE_DIR") or None,
+            values=os.environ.get("BITNET_TRACE_VALUES") == "1",
+            max_elements=int(os.environ.get("BITNET_TRACE_MAX_ELEMENTS", "65536")),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    @property
+    def path(self) -> Path | None:
+        return self.directory / "trace.jsonl" if self.directory else None
+
+    def record(self, stage: str, layer: int, positions: np.ndarray, tensor: np.ndarray, axis: int = 0) -> None:
+        """Record `tensor`, whose axis `axis` runs over the token positions `positions`, one line per position."""
+        if self.directory is None:
+            return
+        if stage not in LLAMA_CPP_NAMES:
+            raise ValueError(f"unknown trace stage {stage!r}")
+        if self._fh is None:
+            self._fh = open(self.directory / "trace.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        name = f"{stage}-{layer}" if layer >= 0 else stage
+        arr = np.asarray(tensor)
+        for i, pos in enumerate(np.asarray(positions).tolist()):
+            row = np.ascontiguousarray(np.take(arr, i, axis=axis), dtype=np.float32)
+            rec = {
+                "seq": int(pos),
+                "layer": int(layer),
+                "stage": stage,
+                "name": name,
+                "shape": list(row.shape),
+                "dtype": "f32",
+                "blake3": blake3.blake3(row.tobytes()).hexdigest(),
+                "rms": float(np.sqrt(np.mean(row.astype(np.float64) ** 2))) if row.size else 0.0,
+                "num_elements": int(row.size),
+            }
+            self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            if self.values and row.size <= self.max_elements:
+                self._save(f"{int(pos)}_{name}.npy", row)
+
+    def _save(self, filename: str, row: np.ndarray) -> None:
+        assert self.directory is not None
+        target = self.directory / "values" / filename
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, row)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
