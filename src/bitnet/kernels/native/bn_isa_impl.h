@@ -1,0 +1,406 @@
+/* Per-instruction-set kernel bodies. Included once by each bn_isa_<name>.c after that file has switched the compiler
+ * target (#pragma GCC target), with BN_ISA set to the enum bn_isa value it implements. Everything here is static;
+ * the file exports one bn_isa_ops table. */
+#include <math.h>
+#include <string.h>
+
+#include "bn_kernels.h"
+
+#if BN_ISA >= BN_ISA_ID_AVX2
+#include <immintrin.h>
+#endif
+
+#define BN_CAT2(a, b) a##b
+#define BN_CAT(a, b) BN_CAT2(a, b)
+#define BN_FN(name) BN_CAT(name, BN_SUFFIX)
+
+/* Shift of bit-pair group g (elements 32g..32g+31 of a 128-element chunk) in a packed byte. */
+static inline int BN_FN(group_shift)(int fmt, int g) { return fmt == BN_I2S ? 6 - 2 * g : 2 * g; }
+
+static inline const uint8_t *BN_FN(block_ptr)(int fmt, const uint8_t *row, int64_t b) {
+    switch (fmt) {
+    case BN_I2S: return row + 64 * b;
+    case BN_TQ2: return row + BN_TQ2_BLOCK_BYTES * b;
+    default: return row + BN_TQ1_BLOCK_BYTES * b;
+    }
+}
+
+/* The I2_S 128-element tail block (K % 256 == 128): natural activation order, scalar (only odd-sized test shapes). */
+static int32_t BN_FN(i2s_tail_dot)(const uint8_t *p, const int8_t *q) {
+    int32_t s = 0;
+    for (int g = 0; g < 4; g++)
+        for (int m = 0; m < 32; m++) s += (int32_t)((p[m] >> (6 - 2 * g)) & 3) * q[32 * g + m];
+    return s;
+}
+
+#if BN_ISA == BN_ISA_ID_SCALAR
+
+static void decode_block_scalar(int fmt, const uint8_t *p, uint8_t codes[256]) {
+    if (fmt == BN_TQ1) {
+        bn_tq1_decode_block(p, codes);
+        return;
+    }
+    for (int g = 0; g < 4; g++) {
+        int sh = BN_FN(group_shift)(fmt, g);
+        for (int c = 0; c < 2; c++)
+            for (int m = 0; m < 32; m++) codes[64 * g + 32 * c + m] = (p[32 * c + m] >> sh) & 3;
+    }
+}
+
+static void tile_scalar(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
+                        int32_t *out, int nbt) {
+    const int64_t nb = K / 256;
+    uint8_t codes[256];
+    for (int r = 0; r < 4; r++) {
+        for (int64_t b = 0; b < nb; b++) {
+            decode_block_scalar(fmt, BN_FN(block_ptr)(fmt, rows[r], b), codes);
+            for (int t = 0; t < T; t++) {
+                const int8_t *q = acts[t] + 256 * b;
+                int32_t s = 0;
+                for (int i = 0; i < 256; i++) s += (int32_t)codes[i] * q[i];
+                out[(r * 4 + t) * nbt + b] = s;
+            }
+        }
+        if (nbt > nb)
+            for (int t = 0; t < T; t++)
+                out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+    }
+}
+
+static float quant_pt_scalar(const float *x, int64_t K, int8_t *q, int32_t *sum) {
+    double mx = 1e-5;
+    for (int64_t i = 0; i < K; i++) {
+        double a = fabs((double)x[i]);
+        if (a > mx) mx = a;
+    }
+    const float s = (float)(127.0 / mx);
+    int32_t acc = 0;
+    for (int64_t i = 0; i < K; i++) {
+        float v = nearbyintf(x[i] * s);
+        int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
+        q[i] = (int8_t)iv;
+        acc += iv;
+    }
+    *sum = acc;
+    return s;
+}
+
+static void f16_rows_scalar(const uint16_t *w, int64_t K, const float *x, int T, int64_t ldx, float *y, int64_t ldy,
+                            int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; i++) {
+        const uint16_t *wr = w + i * K;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + t * ldx;
+            float acc = 0.f;
+            for (int64_t k = 0; k < K; k++) acc += bn_fp16_to_fp32(wr[k]) * xt[k];
+            y[t * ldy + i] = acc;
+        }
+    }
+}
+
+const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, "scalar"};
+
+#elif BN_ISA == BN_ISA_ID_AVX2
+
+static inline int32_t hsum_epi32_avx2(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static void tile_avx2(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
+                      int32_t *out, int nbt) {
+    const int64_t nb = K / 256;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    uint8_t codes[256] __attribute__((aligned(64)));
+    for (int r = 0; r < 4; r++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
+            if (fmt == BN_TQ1) bn_tq1_decode_block(p, codes);
+            /* int16 lanes: 8 maddubs of at most 2*2*128 = 512 each, |sum| <= 4096: no overflow. */
+            __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                              _mm256_setzero_si256()};
+            for (int g = 0; g < 4; g++) {
+                const int sh = BN_FN(group_shift)(fmt, g);
+                for (int c = 0; c < 2; c++) {
+                    __m256i cv;
+                    if (fmt == BN_TQ1)
+                        cv = _mm256_load_si256((const __m256i *)(codes + 64 * g + 32 * c));
+                    else
+                        cv = _mm256_and_si256(
+                            _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 * c)), sh), m3);
+                    for (int t = 0; t < T; t++) {
+                        __m256i a = _mm256_loadu_si256((const __m256i *)(acts[t] + 256 * b + 64 * g + 32 * c));
+                        acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(cv, a));
+                    }
+                }
+            }
+            for (int t = 0; t < T; t++)
+                out[(r * 4 + t) * nbt + b] = hsum_epi32_avx2(_mm256_madd_epi16(acc[t], ones));
+        }
+        if (nbt > nb)
+            for (int t = 0; t < T; t++)
+                out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+    }
+}
+
+static float quant_pt_avx2(const float *x, int64_t K, int8_t *q, int32_t *sum) {
+    const __m256 signmask = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= K; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(signmask, _mm256_loadu_ps(x + i)));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float amax = 0.f;
+    for (int l = 0; l < 8; l++) amax = lanes[l] > amax ? lanes[l] : amax;
+    for (; i < K; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const double mx = (double)amax > 1e-5 ? (double)amax : 1e-5;
+    const float s = (float)(127.0 / mx);
+    const __m256 vs = _mm256_set1_ps(s);
+    const __m256i lo = _mm256_set1_epi32(-128), hi = _mm256_set1_epi32(127);
+    __m256i vsum = _mm256_setzero_si256();
+    int32_t acc = 0;
+    for (i = 0; i + 8 <= K; i += 8) {
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs)); /* round half to even */
+        v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+        vsum = _mm256_add_epi32(vsum, v);
+        int32_t tmp[8];
+        _mm256_storeu_si256((__m256i *)tmp, v);
+        for (int l = 0; l < 8; l++) q[i + l] = (int8_t)tmp[l];
+    }
+    acc = hsum_epi32_avx2(vsum);
+    for (; i < K; i++) {
+        float v = nearbyintf(x[i] * s);
+        int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
+        q[i] = (int8_t)iv;
+        acc += iv;
+    }
+    *sum = acc;
+    return s;
+}
+
+static void f16_rows_avx2(const uint16_t *w, int64_t K, const float *x, int T, int64_t ldx, float *y, int64_t ldy,
+                          int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; i++) {
+        const uint16_t *wr = w + i * K;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + t * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 16 <= K; k += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + k))),
+                                     _mm256_loadu_ps(xt + k), a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + k + 8))),
+                                     _mm256_loadu_ps(xt + k + 8), a1);
+            }
+            a0 = _mm256_add_ps(a0, a1);
+            __m128 s = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            float acc = _mm_cvtss_f32(s);
+            for (; k < K; k++) acc += bn_fp16_to_fp32(wr[k]) * xt[k];
+            y[t * ldy + i] = acc;
+        }
+    }
+}
+
+const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, "avx2"};
+
+#elif BN_ISA == BN_ISA_ID_AVX512
+
+/* Horizontal sums of four vectors at once: returns {sum(a), sum(b), sum(c), sum(d)}. */
+static inline __m128i reduce4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) {
+    __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+    __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/* TQ1_0: 5 trits per byte, trit n of byte q is ((uint8)(q * 3^n) * 3) >> 8. Decoded straight into kernel layout. */
+static inline void tq1_decode_avx512(const uint8_t *blk, uint8_t *codes) {
+    static const uint16_t pow3[5] = {1, 3, 9, 27, 81};
+    const __m512i ff = _mm512_set1_epi16(0xff);
+    const __m512i three = _mm512_set1_epi16(3);
+    const __m512i va = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)blk));
+    static const int pos_a[5] = {0, 64, 128, 192, 32};
+    for (int n = 0; n < 5; n++) {
+        __m512i t = _mm512_and_si512(_mm512_mullo_epi16(va, _mm512_set1_epi16(pow3[n])), ff);
+        t = _mm512_srli_epi16(_mm512_mullo_epi16(t, three), 8);
+        _mm256_storeu_si256((__m256i *)(codes + pos_a[n]), _mm512_cvtepi16_epi8(t));
+    }
+    const __m256i ff2 = _mm256_set1_epi16(0xff);
+    const __m256i three2 = _mm256_set1_epi16(3);
+    const __m256i vb = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 32)));
+    static const int pos_b[5] = {96, 112, 160, 176, 224};
+    for (int n = 0; n < 5; n++) {
+        __m256i t = _mm256_and_si256(_mm256_mullo_epi16(vb, _mm256_set1_epi16(pow3[n])), ff2);
+        t = _mm256_srli_epi16(_mm256_mullo_epi16(t, three2), 8);
+        _mm_storeu_si128((__m128i *)(codes + pos_b[n]), _mm256_cvtepi16_epi8(t));
+    }
+    for (int n = 0; n < 4; n++)
+        for (int j = 0; j < 4; j++) {
+            uint8_t q = (uint8_t)(blk[48 + j] * pow3[n]);
+            codes[240 + 4 * n + j] = (uint8_t)(((uint16_t)q * 3) >> 8);
+        }
+}
+
+static inline __m512i codes_group_avx512(int fmt, __m512i w, const uint8_t *codes, int g, __m512i m3) {
+    if (fmt == BN_TQ1) return _mm512_load_si512((const void *)(codes + 64 * g));
+    return _mm512_and_si512(_mm512_srli_epi16(w, BN_FN(group_shift)(fmt, g)), m3);
+}
+
+/* T == 1 (GEMV): 4 rows, activation vectors hoisted, two accumulators per row to cover the vpdpbusd latency. */
+static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const uint8_t *const rows[4],
+                                                               const int8_t *act, int64_t nb, int32_t *out,
+                                                               int nbt) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    uint8_t codes[4][256] __attribute__((aligned(64)));
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *q = act + 256 * b;
+        const __m512i a0 = _mm512_loadu_si512(q), a1 = _mm512_loadu_si512(q + 64);
+        const __m512i a2 = _mm512_loadu_si512(q + 128), a3 = _mm512_loadu_si512(q + 192);
+        __m512i acc[4];
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
+            __m512i w = _mm512_setzero_si512();
+            if (fmt == BN_TQ1)
+                tq1_decode_avx512(p, codes[r]);
+            else
+                w = _mm512_loadu_si512(p);
+            __m512i e = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes_group_avx512(fmt, w, codes[r], 0, m3), a0);
+            __m512i o = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes_group_avx512(fmt, w, codes[r], 1, m3), a1);
+            e = _mm512_dpbusd_epi32(e, codes_group_avx512(fmt, w, codes[r], 2, m3), a2);
+            o = _mm512_dpbusd_epi32(o, codes_group_avx512(fmt, w, codes[r], 3, m3), a3);
+            acc[r] = _mm512_add_epi32(e, o);
+        }
+        int32_t s[4];
+        _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[0], acc[1], acc[2], acc[3]));
+        for (int r = 0; r < 4; r++) out[(r * 4) * nbt + b] = s[r];
+    }
+}
+
+/* T == 4 (GEMM): 4 rows x 4 tokens = 16 accumulators; each weight group is unpacked once for 4 tokens. */
+static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const uint8_t *const rows[4],
+                                                               const int8_t *const acts[4], int64_t nb,
+                                                               int32_t *out, int nbt) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    uint8_t codes[4][256] __attribute__((aligned(64)));
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i acc[4][4];
+        __m512i w[4];
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
+            if (fmt == BN_TQ1) {
+                tq1_decode_avx512(p, codes[r]);
+                w[r] = _mm512_setzero_si512();
+            } else {
+                w[r] = _mm512_loadu_si512(p);
+            }
+            for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
+        }
+        for (int g = 0; g < 4; g++) {
+            __m512i cv[4];
+            for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], codes[r], g, m3);
+            for (int t = 0; t < 4; t++) {
+                const __m512i a = _mm512_loadu_si512(acts[t] + 256 * b + 64 * g);
+                for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            int32_t s[4];
+            _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+            for (int t = 0; t < 4; t++) out[(r * 4 + t) * nbt + b] = s[t];
+        }
+    }
+}
+
+#define BN_TILE_FMT(FMT, NAME)                                                                                       \
+    static void NAME(const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t nb, int32_t *out,     \
+                     int nbt) {                                                                                      \
+        if (T == 4)                                                                                                  \
+            tile4_avx512(FMT, rows, acts, nb, out, nbt);                                                             \
+        else                                                                                                         \
+            tile1_avx512(FMT, rows, acts[0], nb, out, nbt);                                                          \
+    }
+BN_TILE_FMT(BN_I2S, tile_i2s_avx512)
+BN_TILE_FMT(BN_TQ2, tile_tq2_avx512)
+BN_TILE_FMT(BN_TQ1, tile_tq1_avx512)
+
+static void tile_avx512(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
+                        int32_t *out, int nbt) {
+    const int64_t nb = K / 256;
+    if (fmt == BN_I2S)
+        tile_i2s_avx512(rows, acts, T, nb, out, nbt);
+    else if (fmt == BN_TQ2)
+        tile_tq2_avx512(rows, acts, T, nb, out, nbt);
+    else
+        tile_tq1_avx512(rows, acts, T, nb, out, nbt);
+    if (nbt > nb)
+        for (int r = 0; r < 4; r++)
+            for (int t = 0; t < T; t++)
+                out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+}
+
+static float quant_pt_avx512(const float *x, int64_t K, int8_t *q, int32_t *sum) {
+    __m512 vmax = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= K; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    float amax = _mm512_reduce_max_ps(vmax);
+    for (; i < K; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const double mx = (double)amax > 1e-5 ? (double)amax : 1e-5;
+    const float s = (float)(127.0 / mx);
+    const __m512 vs = _mm512_set1_ps(s);
+    const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+    __m512i vsum = _mm512_setzero_si512();
+    for (i = 0; i + 16 <= K; i += 16) {
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vs)); /* round half to even */
+        v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+        vsum = _mm512_add_epi32(vsum, v);
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(v));
+    }
+    int32_t acc = _mm512_reduce_add_epi32(vsum);
+    for (; i < K; i++) {
+        float v = nearbyintf(x[i] * s);
+        int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
+        q[i] = (int8_t)iv;
+        acc += iv;
+    }
+    *sum = acc;
+    return s;
+}
+
+static void f16_rows_avx512(const uint16_t *w, int64_t K, const float *x, int T, int64_t ldx, float *y,
+                            int64_t ldy, int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; i++) {
+        const uint16_t *wr = w + i * K;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + t * ldx;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            int64_t k = 0;
+            for (; k + 64 <= K; k += 64) {
+                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr + k))),
+                                     _mm512_loadu_ps(xt + k), a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr + k + 16))),
+                                     _mm512_loadu_ps(xt + k + 16), a1);
+                a2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr + k + 32))),
+                                     _mm512_loadu_ps(xt + k + 32), a2);
+                a3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr + k + 48))),
+                                     _mm512_loadu_ps(xt + k + 48), a3);
+            }
+            for (; k + 16 <= K; k += 16)
+                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr + k))),
+                                     _mm512_loadu_ps(xt + k), a0);
+            float acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            for (; k < K; k++) acc += bn_fp16_to_fp32(wr[k]) * xt[k];
+            y[t * ldy + i] = acc;
+        }
+    }
+}
+
+const bn_isa_ops bn_ops_avx512 = {tile_avx512, quant_pt_avx512, f16_rows_avx512, "avx512vnni"};
+
+#endif

@@ -1,0 +1,55 @@
+/* Shared declarations of the native CPU kernels (one translation unit per instruction set, see bn_isa_*.c).
+ *
+ * Activation layout ("kernel layout"): a row of K int8 activations is stored with every full 256-element group
+ * permuted so that element 128*c + 32*g + m (chunk c in {0,1}, group g in 0..3, m in 0..31) sits at 64*g + 32*c + m.
+ * In that order the 2-bit codes of I2_S (two consecutive 128-element blocks) and TQ2_0 (one 256-element block)
+ * unpack with one shift + mask per group straight into a 64-byte vector that lines up with one 64-byte activation
+ * load. A trailing 128-element I2_S block (K % 256 == 128) stays in natural order. Integer sums do not depend on
+ * the order, so the results are identical to the natural-order reference.
+ */
+#ifndef BN_KERNELS_H
+#define BN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum bn_fmt { BN_I2S = 0, BN_TQ2 = 1, BN_TQ1 = 2 };
+/* preprocessor-visible ids (the ISA files select their code with #if) */
+#define BN_ISA_ID_SCALAR 0
+#define BN_ISA_ID_AVX2 1
+#define BN_ISA_ID_AVX512 2
+enum bn_isa { BN_ISA_SCALAR = BN_ISA_ID_SCALAR, BN_ISA_AVX2 = BN_ISA_ID_AVX2, BN_ISA_AVX512 = BN_ISA_ID_AVX512 };
+
+#define BN_TQ2_BLOCK_BYTES 66
+#define BN_TQ1_BLOCK_BYTES 54
+
+/* One tile of the integer matmul: R (<= 4) weight rows against T (1 or 4) activation rows. For every 256-element
+ * block b (plus the I2_S 128-element tail, which is block nb) it writes sum(code * q) into
+ * out[(r * 4 + t) * nbt + b], where nbt = number of blocks including the tail. Codes are the raw 0/1/2 codes. */
+typedef void (*bn_tile_fn)(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
+                           int32_t *out, int nbt);
+
+/* Per-token activation quantization of one row (natural order output). Returns the scale; *sum = sum(q). */
+typedef float (*bn_quant_pt_fn)(const float *x, int64_t K, int8_t *q, int32_t *sum);
+
+/* y[i] = sum_k f16(W[i,k]) * x[k] for rows [r0, r1). */
+typedef void (*bn_f16_rows_fn)(const uint16_t *w, int64_t K, const float *x, int T, int64_t ldx, float *y,
+                               int64_t ldy, int64_t r0, int64_t r1);
+
+typedef struct {
+    bn_tile_fn tile;
+    bn_quant_pt_fn quant_pt;
+    bn_f16_rows_fn f16_rows;
+    const char *name;
+} bn_isa_ops;
+
+extern const bn_isa_ops bn_ops_scalar;
+extern const bn_isa_ops bn_ops_avx2;
+extern const bn_isa_ops bn_ops_avx512;
+
+/* helpers shared by all ISA files (defined in bn_common.c) */
+void bn_tq1_decode_block(const uint8_t *blk, uint8_t codes_perm[256]);
+int bn_perm256(int e);
+float bn_fp16_to_fp32(uint16_t h);
+
+#endif
