@@ -17,3 +17,24 @@ def _reset_kernel_counts():
 
     REGISTRY.reset()
     yield
+
+
+@pytest.fixture(scope="session")
+def fixture_model(tmp_path_factory):
+    """Factory for generated test models (owned by formats): `fixture_model(size="tiny", fmt="tq2_0",
+    arch="bitnet", seed=0, scale_tensors=False) -> Path` of the GGUF; its tokenizer.json sits next to it
+    (`bitnet.formats.fixtures.tokenizer_path_for(path)`). Generated once per session and cached by arguments."""
+    from bitnet.formats.fixtures import generate_fixture
+
+    root = tmp_path_factory.mktemp("fixture-models")
+    cache: dict[tuple, object] = {}
+
+    def make(size="tiny", fmt="tq2_0", arch="bitnet", seed=0, scale_tensors=False):
+        key = (size, fmt, arch, seed, scale_tensors)
+        if key not in cache:
+            out = root / f"seed{seed}"
+            out.mkdir(exist_ok=True)
+            cache[key] = generate_fixture(size, fmt, arch, out, seed, scale_tensors=scale_tensors)
+        return cache[key]
+
+    return make
