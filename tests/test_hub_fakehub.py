@@ -78,6 +78,13 @@ class Repo:
     token: str | None = None  # a gated repo: only this bearer token gets in
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients hanging up mid-body is exactly what several tests do
+
+
 class FakeHub:
     def __init__(self, redirect_lfs: bool = True) -> None:
         self.repos: dict[str, Repo] = {}
@@ -102,9 +109,7 @@ class FakeHub:
                 hub._handle(self, "GET")
 
         # The CDN is a second origin (another port), as on the real Hub: clients must not carry the token there.
-        self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
-        for server in self.servers:
-            server.daemon_threads = True
+        self.servers = [_QuietServer(("127.0.0.1", 0), Handler) for _ in range(2)]
 
     # ------------------------------------------------------------------ setup
     @property
@@ -131,7 +136,7 @@ class FakeHub:
 
     def __enter__(self) -> FakeHub:
         for server in self.servers:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -230,10 +235,10 @@ class FakeHub:
         step, delay = self.trickle or (len(body) or 1, 0.0)
         try:
             for i in range(0, len(body), step):
+                if delay:
+                    time.sleep(delay)  # before each write, so even the first byte is late
                 h.wfile.write(body[i : i + step])
                 h.wfile.flush()
-                if delay:
-                    time.sleep(delay)
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True
 

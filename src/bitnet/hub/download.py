@@ -42,7 +42,7 @@ from bitnet.errors import (
 )
 from bitnet.hub import names
 from bitnet.hub.events import EventSink, NullSink
-from bitnet.hub.fsutil import CHUNK, atomic_write_json, fsync_dir, read_json, remove, sha256_file
+from bitnet.hub.fsutil import atomic_write_json, fsync_dir, read_json, remove, sha256_file
 from bitnet.hub.http import (
     Redactor,
     RetryPolicy,
@@ -166,7 +166,9 @@ class Downloader:
         disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
         client: httpx.Client | None = None,
         validate: Callable[[Path], None] | None = None,
+        space_check_every: int = _SPACE_CHECK_EVERY,
     ) -> None:
+        self.space_check_every = space_check_every
         self.endpoint = resolve_endpoint(endpoint)
         self.token = token if token is not None else current_token()
         self.redact = Redactor(self.token)
@@ -589,10 +591,10 @@ class Downloader:
     def _stream_body(
         self, resp: httpx.Response, part: Path, remote: RemoteFile, st: _Transfer, ctx: dict[str, str]
     ) -> None:
-        next_space_check = st.offset + _SPACE_CHECK_EVERY
+        next_space_check = st.offset + self.space_check_every
         with open(part, "ab") as fh:
             try:
-                for chunk in resp.iter_bytes(CHUNK):
+                for chunk in resp.iter_bytes():  # no chunk_size: a buffered chunk would be lost on a drop
                     if remote.size is not None and st.offset + len(chunk) > remote.size:
                         raise _Restart(f"server sent more than the advertised {remote.size} bytes")
                     fh.write(chunk)
@@ -603,7 +605,7 @@ class Downloader:
                     if st.offset >= next_space_check:
                         fh.flush()
                         self._check_space(part.parent, remote.size, st.offset)
-                        next_space_check = st.offset + _SPACE_CHECK_EVERY
+                        next_space_check = st.offset + self.space_check_every
             finally:
                 fh.flush()
                 os.fsync(fh.fileno())
