@@ -42,7 +42,7 @@ def _doc(name: str, samples: list[float]) -> dict:
         "machine": {"fingerprint": "abc123"},
         "environment": {"threads": 1},
         "metrics": {"hash_ms": {"samples": samples, "unit": "ms"},
-                    "hash_per_s": {"samples": [1000.0 / s for s in samples], "unit": "tok/s"}},
+                    "hash_per_sec": {"samples": [1000.0 / s for s in samples], "unit": "tok/s"}},
     }
 
 
@@ -56,12 +56,12 @@ def test_planted_ten_percent_regression_is_flagged(interleaved_samples) -> None:
     base, cur = interleaved_samples
     slower = [s * 1.10 for s in cur]
     result = compare_metrics(metrics_from_document(_doc("b", base)), metrics_from_document(_doc("c", slower)))
-    assert set(result["regressions"]) == {"hash_ms", "hash_per_s"}, result["metrics"]
-    row = next(m for m in result["metrics"] if m["name"] == "hash_per_s")
+    assert set(result["regressions"]) == {"hash_ms", "hash_per_sec"}, result["metrics"]
+    row = next(m for m in result["metrics"] if m["name"] == "hash_per_sec")
     assert row["direction"] == "higher" and row["delta_pct"] < -5 and row["p_value"] < 0.01
     faster = [s / 1.10 for s in cur]
     result = compare_metrics(metrics_from_document(_doc("b", base)), metrics_from_document(_doc("c", faster)))
-    assert not result["has_regressions"] and set(result["improvements"]) == {"hash_ms", "hash_per_s"}
+    assert not result["has_regressions"] and set(result["improvements"]) == {"hash_ms", "hash_per_sec"}
 
 
 def test_large_move_without_significance_is_noise() -> None:
