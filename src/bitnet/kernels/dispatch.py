@@ -121,16 +121,26 @@ class OpTable:
 
     def qmatmul(self, x: np.ndarray, w: QuantWeight, profile: str) -> np.ndarray:
         """Any weight times activations [T, K] → float32 [T, N]; ternary weights quantize `x` first."""
-        if not w.is_ternary:
-            return self._fns["matmul_float"](x, w)
-        if w.fmt not in TERNARY_FORMATS:
-            raise InvalidInputError(f"{w.name}: unsupported weight format {w.fmt!r}")
-        qa = self.quantize(x, profile)
-        shape = "qgemv" if x.shape[0] == 1 else "qgemm"
-        out = self._fn(f"{shape}:{w.fmt}", shape, w.fmt)(qa, w)
-        if w.out_scale is not None:
-            out = out * np.float32(w.out_scale)
-        return out
+        return self.qmatmul_shared(x, (w,), profile)[0]
+
+    def qmatmul_shared(self, x: np.ndarray, ws: tuple[QuantWeight, ...], profile: str) -> list[np.ndarray]:
+        """Several weights applied to the same input (q/k/v, gate/up): the activations are quantized once."""
+        qa: QuantizedActivations | None = None
+        outs = []
+        for w in ws:
+            if not w.is_ternary:
+                outs.append(self._fns["matmul_float"](x, w))
+                continue
+            if w.fmt not in TERNARY_FORMATS:
+                raise InvalidInputError(f"{w.name}: unsupported weight format {w.fmt!r}")
+            if qa is None:
+                qa = self.quantize(x, profile)
+            shape = "qgemv" if x.shape[0] == 1 else "qgemm"
+            out = self._fn(f"{shape}:{w.fmt}", shape, w.fmt)(qa, w)
+            if w.out_scale is not None:
+                out = out * np.float32(w.out_scale)
+            outs.append(out)
+        return outs
 
     def lm_head(self, x: np.ndarray, w: QuantWeight) -> np.ndarray:
         return self._fns["lm_head"](x, w)

@@ -82,9 +82,7 @@ class Transformer:
         t = x.shape[0]
         n = ops.rmsnorm(x, w.attn_norm, c.rms_eps)
         tr.record("attn_norm", li, pos, n)
-        q = ops.qmatmul(n, w.wq, prof).astype(dt)
-        k = ops.qmatmul(n, w.wk, prof).astype(dt)
-        v = ops.qmatmul(n, w.wv, prof).astype(dt)
+        q, k, v = (y.astype(dt) for y in ops.qmatmul_shared(n, (w.wq, w.wk, w.wv), prof))
         tr.record("q", li, pos, q)
         tr.record("k", li, pos, k)
         tr.record("v", li, pos, v)
@@ -111,8 +109,7 @@ class Transformer:
         tr.record("ffn_inp", li, pos, h)
         m = ops.rmsnorm(h, w.ffn_norm, c.rms_eps)
         tr.record("ffn_norm", li, pos, m)
-        g = ops.qmatmul(m, w.w_gate, prof).astype(dt)
-        u = ops.qmatmul(m, w.w_up, prof).astype(dt)
+        g, u = (y.astype(dt) for y in ops.qmatmul_shared(m, (w.w_gate, w.w_up), prof))
         tr.record("ffn_gate", li, pos, g)
         tr.record("ffn_up", li, pos, u)
         f = _ACTS[self.numerics.ffn_act](g) * u
