@@ -23,7 +23,7 @@ import numpy as np
 
 from bitnet.errors import UsageError
 from bitnet.formats.ggml_types import FILE_TYPE, GGMLType, as_type
-from bitnet.formats.gguf_writer import TensorSpec, write_gguf
+from bitnet.formats.gguf_writer import TensorSpec, default_file_mode, write_gguf
 from bitnet.formats.ternary import pack_ternary
 from bitnet.formats.vocab import gguf_tokenizer_metadata, train_fixture_tokenizer_json
 from bitnet.model.config import ModelConfig
@@ -219,6 +219,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

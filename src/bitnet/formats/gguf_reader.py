@@ -168,6 +168,8 @@ class _Cursor:
             v = self.unpack(_SCALARS[vtype][1], what)
             if vtype == 7:
                 return bool(v)
+            if vtype == 6:  # shortest decimal that round-trips in float32: 1e-05, not 9.999999747378752e-06
+                return float(str(np.float32(v)))
             return v
         if vtype == STRING:
             b = self.raw_string(what)

@@ -239,6 +239,13 @@ def build_header(
     return header, offsets
 
 
+def default_file_mode() -> int:
+    """0o666 minus the process umask: what `open(path, "w")` would have given the file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_gguf(
     path: str | os.PathLike[str],
     arch: str,
@@ -257,6 +264,7 @@ def write_gguf(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a model file should get the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(header)
             for i, spec in enumerate(specs):
