@@ -38,3 +38,18 @@ def fixture_model(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gpu_device() -> str:
+    """GPU tests: 'cuda' on a CUDA machine, 'cpu' under Triton's interpreter (TRITON_INTERPRET=1), else skip."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError:
+        pytest.skip("torch and triton are needed for GPU tests (pip install 'bitnet-py[gpu]')")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return "cpu"
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (TRITON_INTERPRET=1 runs the kernels in Triton's CPU interpreter)")
+    return "cuda"
