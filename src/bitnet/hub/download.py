@@ -206,15 +206,16 @@ class Downloader:
         check), so a file that fails it never appears at the final path. `best_effort` reports a failure as a
         `warning` event instead of an `error` one (the caller carries on without the file).
         """
-        names.validate_repo_id(req.repo_id)
-        names.validate_filename(req.filename)
-        names.validate_revision(req.revision)
-        expected_given = names.normalize_sha256(req.sha256)
-        dest = req.dest or names.local_path(req.out_dir, req.repo_id, req.filename)
-        url = file_url(req.repo_id, req.filename, req.revision, self.endpoint)
         ctx = {"repo": req.repo_id, "file": req.filename, "revision": req.revision}
         started = time.monotonic()
+        dest = req.dest or Path(req.out_dir) / names.repo_dirname(req.repo_id) / req.filename
         try:
+            names.validate_repo_id(req.repo_id)
+            names.validate_filename(req.filename)
+            names.validate_revision(req.revision)
+            expected_given = names.normalize_sha256(req.sha256)
+            dest = req.dest or names.local_path(req.out_dir, req.repo_id, req.filename)
+            url = file_url(req.repo_id, req.filename, req.revision, self.endpoint)
             dest.parent.mkdir(parents=True, exist_ok=True)
             with self._locked(dest, ctx):
                 result = self._download_locked(req, dest, url, expected_given, validate or self.validate, ctx)

@@ -39,7 +39,7 @@ def _downloader(out: Output, *, json_events: bool, quiet: bool, retries: int, ti
     redact = Redactor(token)
     if json_events:
         out = Output("text")
-        sink: Any = NdjsonSink(click.get_text_stream("stdout"), redact)
+        sink: Any = NdjsonSink(None, redact)
     else:
         sink = RichSink(out.err, redact, show_progress=not quiet)
     reserve = int(os.environ.get("BITNET_HUB_RESERVE_BYTES", DEFAULT_RESERVE_BYTES))
