@@ -1,7 +1,7 @@
 """One tokenizer interface over `tokenizer.json` files and GGUF-embedded vocabularies.
 
-Source preference: an explicit `tokenizer_json`, else a `tokenizer.json` next to the model file, else the GGUF's own
-vocabulary. When both a tokenizer.json and a GGUF vocabulary exist, both are built and compared on probe strings; a
+Source preference: an explicit `tokenizer_json`, else `<model stem>.tokenizer.json` or `tokenizer.json` next to the
+model file, else the GGUF's own vocabulary. When both a tokenizer.json and a GGUF vocabulary exist, both are built and compared on probe strings; a
 disagreement is reported with `warnings.warn` (shown on stderr), since it usually means the wrong tokenizer file.
 
 BOS/EOS ids and add_bos come from the GGUF metadata when there is one, else from a `tokenizer_config.json` next to
@@ -107,6 +107,15 @@ def _compare(a: HFTokenizer, b: HFTokenizer, where: str) -> None:
             return
 
 
+def _sibling_tokenizer_json(model_path: Path) -> Path | None:
+    """`<dir>/tokenizer.json` for a model directory; `<stem>.tokenizer.json` or `tokenizer.json` next to a file."""
+    if model_path.is_dir():
+        cands = [model_path / "tokenizer.json"]
+    else:
+        cands = [model_path.with_name(model_path.stem + ".tokenizer.json"), model_path.with_name("tokenizer.json")]
+    return next((c for c in cands if c.is_file()), None)
+
+
 def load_tokenizer(
     model_path: str | os.PathLike[str] | None = None,
     tokenizer_json: str | os.PathLike[str] | None = None,
@@ -127,9 +136,7 @@ def load_tokenizer(
             metadata = dict(gf.metadata)
     json_path: Path | None = Path(tokenizer_json) if tokenizer_json is not None else None
     if json_path is None and model_path is not None:
-        mp = Path(model_path)
-        cand = mp / "tokenizer.json" if mp.is_dir() else mp.with_name("tokenizer.json")
-        json_path = cand if cand.is_file() else None
+        json_path = _sibling_tokenizer_json(Path(model_path))
     if json_path is not None:
         if not json_path.is_file():
             raise NotFoundError(f"tokenizer file not found: {json_path}")
