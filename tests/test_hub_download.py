@@ -381,3 +381,30 @@ def test_download_model_fetches_tokenizer_best_effort(hub, tmp_path, content):
     result = download_model(rig.dl, DownloadRequest(repo_id=REPO, filename=NAME, out_dir=rig.out))
     assert result["tokenizer"]["status"] == "downloaded"
     assert Path(result["tokenizer"]["path"]) == rig.dest("tokenizer.json")
+
+
+def test_damaged_non_lfs_file_is_caught_by_the_sidecar_hash(hub, tmp_path):
+    data = b'{"a": 1}' * 100
+    hub.add(REPO, "config.json", data, lfs=False)
+    rig = Rig(hub, tmp_path)
+    rig.get("config.json")
+    rig.dest("config.json").write_bytes(b"X" * len(data))
+    hub.faults.clear()
+    hub.honour_range = True
+    again = rig.get("config.json")
+    assert again.status == "downloaded" and again.path.read_bytes() == data
+
+
+def test_offline_mode_verifies_without_network(hub, tmp_path, content):
+    hub.add(REPO, NAME, content)
+    Rig(hub, tmp_path).get()
+    n = len(hub.requests)
+    offline = Rig(hub, tmp_path, offline=True)
+    result = offline.get()
+    assert (result.status, result.verified, result.requests) == ("up_to_date", True, 0)
+    with pytest.raises(NotFoundError, match="offline"):
+        offline.get("other.gguf")
+    offline.dest().write_bytes(b"\0" * len(content))
+    with pytest.raises(HashMismatchError, match="offline"):
+        offline.get()
+    assert len(hub.requests) == n

@@ -39,6 +39,7 @@ from bitnet.errors import (
     Interrupted,
     NetworkError,
     NoSpaceError,
+    NotFoundError,
 )
 from bitnet.hub import names
 from bitnet.hub.events import EventSink, NullSink
@@ -167,8 +168,10 @@ class Downloader:
         client: httpx.Client | None = None,
         validate: Callable[[Path], None] | None = None,
         space_check_every: int = _SPACE_CHECK_EVERY,
+        offline: bool = False,
     ) -> None:
         self.space_check_every = space_check_every
+        self.offline = offline
         self.endpoint = resolve_endpoint(endpoint)
         self.token = token if token is not None else current_token()
         self.redact = Redactor(self.token)
@@ -271,6 +274,8 @@ class Downloader:
     ) -> DownloadResult:
         sidecar = _sidecar_path(dest)
         saved = None if req.force else read_json(sidecar) if dest.exists() else None
+        if self.offline:
+            return self._offline(req, dest, expected_given, saved)
         if req.force:
             remove(_part_path(dest), _part_meta_path(dest))
         conditional: dict[str, str] = {}
@@ -287,7 +292,8 @@ class Downloader:
             )
             if up is not None:
                 return up
-            remote = self._metadata(url, {}, ctx)  # the local copy is damaged: get full metadata and re-download
+            saved = None  # the local copy is damaged: forget it, get full metadata and download again
+            remote = self._metadata(url, {}, ctx)
 
         if expected_given and remote.lfs_sha256 and expected_given != remote.lfs_sha256:
             raise HashMismatchError(
@@ -301,11 +307,28 @@ class Downloader:
         if dest.exists() and not req.force:
             same_version = saved is not None and saved.get("etag") == remote.etag and remote.etag is not None
             if same_version or expected:
-                up = self._check_existing(req, dest, expected, source, saved, remote, ctx)
+                # Without a Hub hash (non-LFS file) the sidecar's sha256 still catches a damaged local copy.
+                check, label = (expected, source) if expected else (saved and saved.get("sha256"), "sidecar")
+                up = self._check_existing(req, dest, check, label, saved, remote, ctx)
                 if up is not None:
                     return up
 
         return self._fetch(req, dest, url, remote, expected, source, validate, ctx)
+
+    def _offline(
+        self, req: DownloadRequest, dest: Path, expected_given: str | None, saved: dict[str, Any] | None
+    ) -> DownloadResult:
+        """No network: the local file is the answer, and it is still hashed (the original skipped that)."""
+        if not dest.exists():
+            raise NotFoundError(f"offline mode: {dest} is not on disk", hint="run once without --offline")
+        expected = expected_given or (saved or {}).get("sha256")
+        fake_remote = RemoteFile("", (saved or {}).get("commit"), None, None, None, None, not_modified=True)
+        up = self._check_existing(req, dest, expected, "given" if expected_given else "sidecar", saved,
+                                  fake_remote, {"repo": req.repo_id, "file": req.filename, "revision": req.revision})
+        if up is None:
+            raise HashMismatchError(f"offline mode: {dest} does not match its sha256 {expected}")
+        up.requests = 0
+        return up
 
     def _check_existing(
         self,

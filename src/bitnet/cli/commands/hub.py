@@ -24,11 +24,13 @@ _ENDPOINT = click.option("--endpoint", default=None, metavar="URL",
                          help="Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).")
 _JSON_EVENTS = click.option("--json-events", is_flag=True,
                             help="NDJSON events on stdout (start, progress, retry, done, warning, error).")
+_OFFLINE = click.option("--offline", is_flag=True, envvar="BITNET_OFFLINE",
+                        help="No network: verify the local copy against its sha256 (also BITNET_OFFLINE=1).")
 _QUIET = click.option("--quiet", "--no-progress", "quiet", is_flag=True, help="No progress bar.")
 
 
 def _downloader(out: Output, *, json_events: bool, quiet: bool, retries: int, timeout_s: float,
-                endpoint: str | None) -> tuple[Any, Output]:
+                endpoint: str | None, offline: bool = False) -> tuple[Any, Output]:
     """The Downloader and the Output to print through. With --json-events stdout must stay pure NDJSON, so the
     result and error envelopes are switched to text mode (errors still reach stdout as `error` events)."""
     from bitnet.hub.download import DEFAULT_RESERVE_BYTES, Downloader
@@ -45,7 +47,7 @@ def _downloader(out: Output, *, json_events: bool, quiet: bool, retries: int, ti
     reserve = int(os.environ.get("BITNET_HUB_RESERVE_BYTES", DEFAULT_RESERVE_BYTES))
     downloader = Downloader(
         endpoint=endpoint, token=token, policy=RetryPolicy.from_env(retries), sink=sink, timeout_s=timeout_s,
-        reserve_bytes=reserve,
+        reserve_bytes=reserve, offline=offline,
     )
     return downloader, out
 
@@ -65,16 +67,17 @@ def _downloader(out: Output, *, json_events: bool, quiet: bool, retries: int, ti
 @_ENDPOINT
 @_JSON_EVENTS
 @_QUIET
+@_OFFLINE
 @with_output
 def download_model(repo_id: str, filename: str, out_dir: Path, revision: str, sha256: str | None, force: bool,
                    no_tokenizer: bool, retries: int, timeout_s: float, endpoint: str | None, json_events: bool,
-                   quiet: bool, out: Output) -> None:
+                   quiet: bool, offline: bool, out: Output) -> None:
     """Download a model file from the Hub: resumable, verified (sha256), locked, atomic."""
     from bitnet.hub.download import DownloadRequest
     from bitnet.hub.download import download_model as run
 
     downloader, out = _downloader(out, json_events=json_events, quiet=quiet, retries=retries, timeout_s=timeout_s,
-                                  endpoint=endpoint)
+                                  endpoint=endpoint, offline=offline)
     req = DownloadRequest(repo_id=repo_id, filename=filename, out_dir=out_dir, revision=revision, sha256=sha256,
                           force=force)
     with downloader:
