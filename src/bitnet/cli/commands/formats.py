@@ -103,3 +103,47 @@ def gate_mapper(model: Path, out: Output) -> int:
         )
         return int(ExitCode.CHECK_FAILED)
     return 0
+
+
+@click.command("convert")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--outtype",
+    default="i2_s",
+    show_default=True,
+    type=click.Choice(["i2_s", "tq1_0", "tq2_0", "f16", "f32"]),
+)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output GGUF (default: SRC/ggml-model-<outtype>.gguf).")  # fmt: skip
+@click.option(
+    "--pre", default=None, help="llama.cpp pre-tokenizer name (default: detected from tokenizer.json)."
+)
+@with_output
+def convert(src: Path, outtype: str, out_path: Path | None, pre: str | None, out: Output) -> None:
+    """Convert a Hugging Face BitNet checkpoint folder to GGUF (bf16 or packed-uint8 weights)."""
+    from bitnet.formats.convert import convert_checkpoint
+    from bitnet.formats.inspect import inspect_model
+
+    target = out_path or src / f"ggml-model-{outtype}.gguf"
+    t0 = time.perf_counter()
+    path = convert_checkpoint(
+        src, target, outtype, pre=pre, progress=lambda name, i, n: out.log(f"[{i}/{n}] {name}")
+    )
+    info = inspect_model(path, with_tensors=False)
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    out.result(
+        info,
+        text=f"wrote {path} ({info['size_bytes'] / 2**20:.1f} MiB, {outtype}, sha256 {info['sha256'][:16]})",
+    )
+
+
+@click.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-hash", is_flag=True, help="Skip the sha256 of the file (slow on multi-GB models).")
+@with_output
+def inspect(model: Path, no_hash: bool, out: Output) -> None:
+    """Show a GGUF model's arch, config, tensors and tokenizer."""
+    from bitnet.formats.inspect import inspect_model, render_inspect
+
+    info = inspect_model(model, with_hash=not no_hash)
+    out.result(info, text=lambda console: render_inspect(info, console))
