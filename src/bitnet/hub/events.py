@@ -108,7 +108,7 @@ class RichSink:
         if event == "start":
             resume = fields.get("resume_from") or 0
             note = f" (resuming at {resume} bytes)" if resume else ""
-            self.console.print(f"downloading {fields.get('repo')}/{name} @ {fields.get('revision')}{note}")
+            self._print(f"downloading {fields.get('repo')}/{name} @ {fields.get('revision')}{note}")
             if self.show_progress:
                 self._bar(name, fields.get("size"))
                 if self._progress is not None:
@@ -116,19 +116,22 @@ class RichSink:
         elif event == "progress" and self._progress is not None:
             self._progress.update(self._task, completed=fields.get("bytes", 0), total=fields.get("total"))
         elif event == "retry":
-            self.console.print(
+            self._print(
                 f"[yellow]retry[/yellow] {name}: {fields.get('reason')} - waiting {fields.get('wait_s', 0):.2f}s "
                 f"(attempt {fields.get('attempt')})"
             )
         elif event == "done":
             self._stop_bar()
-            self.console.print(f"[green]{fields.get('status')}[/green] {fields.get('path')}")
+            self._print(f"[green]{fields.get('status')}[/green] {fields.get('path')}")
         elif event in ("error", "warning"):
             self._stop_bar()
             if event == "warning":
-                self.console.print(f"[yellow]warning:[/yellow] {fields.get('file')}: {fields.get('message')}")
+                self._print(f"[yellow]warning:[/yellow] {fields.get('file')}: {fields.get('message')}")
         elif event == "info":
-            self.console.print(str(fields.get("message", "")))
+            self._print(str(fields.get("message", "")))
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, soft_wrap=True)  # paths must stay copy-pasteable, never wrapped
 
     def close(self) -> None:
         self._stop_bar()

@@ -47,7 +47,10 @@ class RetryPolicy:
         cap = os.environ.get("BITNET_HUB_MAX_WAIT")
         if cap is None:
             return cls(retries=retries)
-        value = float(cap)
+        try:
+            value = float(cap)
+        except ValueError:
+            raise UsageError(f"BITNET_HUB_MAX_WAIT={cap!r} is not a number of seconds") from None
         return cls(
             retries=retries,
             backoff_base_s=min(0.2, value),

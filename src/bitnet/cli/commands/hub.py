@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from bitnet.cli.output import Output, with_output
+from bitnet.errors import UsageError
 from bitnet.hub import names
 
 _RETRIES = click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True,
@@ -44,7 +45,10 @@ def _downloader(out: Output, *, json_events: bool, quiet: bool, retries: int, ti
         sink: Any = NdjsonSink(None, redact)
     else:
         sink = RichSink(out.err, redact, show_progress=not quiet)
-    reserve = int(os.environ.get("BITNET_HUB_RESERVE_BYTES", DEFAULT_RESERVE_BYTES))
+    try:
+        reserve = int(os.environ.get("BITNET_HUB_RESERVE_BYTES", DEFAULT_RESERVE_BYTES))
+    except ValueError:
+        raise UsageError("BITNET_HUB_RESERVE_BYTES must be an integer number of bytes") from None
     downloader = Downloader(
         endpoint=endpoint, token=token, policy=RetryPolicy.from_env(retries), sink=sink, timeout_s=timeout_s,
         reserve_bytes=reserve, offline=offline,
