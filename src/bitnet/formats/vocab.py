@@ -53,7 +53,7 @@ def train_fixture_tokenizer_json(vocab_size: int) -> str:
     trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(
         vocab_size=n_bpe,
-        min_frequency=2,
+        min_frequency=1,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

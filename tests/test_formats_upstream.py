@@ -1,0 +1,48 @@
+"""Upstream llama.cpp (arch `bitnet`, TQ1_0/TQ2_0) must load our fixtures and tokenize exactly like tokenizer.json.
+
+Needs the C++ reference built by the crossval area (`xtask fetch-cpp`, flavor "llama.cpp"); skips cleanly when it
+is not there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from bitnet.errors import BitnetError
+from bitnet.formats.fixtures import tokenizer_path_for
+
+pytestmark = pytest.mark.cpp
+
+TEXTS = [
+    "The river in winter is quiet.",
+    "Hello, world! 17 times 23 is 391; isn't it?  Two  spaces\nand a newline.",
+    "café — “quoted” naïve résumé",
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    try:
+        from bitnet.crossval.cpp import find_reference
+
+        return find_reference("llama.cpp")
+    except (ImportError, BitnetError) as exc:
+        pytest.skip(f"upstream llama.cpp reference not available: {exc}")
+
+
+@pytest.mark.parametrize(("fmt", "scales"), [("tq2_0", False), ("tq1_0", False), ("tq2_0", True)])
+def test_upstream_llama_cpp_loads_bitnet_fixture(reference, fixture_model, fmt, scales):
+    from bitnet.crossval.ffi import CppSession
+
+    path = fixture_model("tiny", fmt, "bitnet", scale_tensors=scales)
+    hf = Tokenizer.from_file(str(tokenizer_path_for(path)))
+    with CppSession(path, manifest=reference, n_ctx=64) as s:
+        assert s.n_vocab == 512
+        assert s.bos_id == 509 and s.add_bos
+        for text in TEXTS:
+            assert s.tokenize(text, add_bos=True) == hf.encode(text).ids, text
+        logits = s.eval_all_logits(hf.encode(TEXTS[0]).ids)
+        assert logits.shape == (len(hf.encode(TEXTS[0]).ids), 512)
+        assert np.isfinite(logits).all() and logits.std() > 1e-3
