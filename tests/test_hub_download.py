@@ -408,3 +408,31 @@ def test_offline_mode_verifies_without_network(hub, tmp_path, content):
     with pytest.raises(HashMismatchError, match="offline"):
         offline.get()
     assert len(hub.requests) == n
+
+
+def test_lock_held_elsewhere_times_out_as_could_not_run(hub, tmp_path, content):
+    import filelock
+
+    from bitnet.errors import CheckCouldNotRun
+
+    hub.add(REPO, NAME, content)
+    rig = Rig(hub, tmp_path, lock_timeout_s=0.2)
+    rig.dest().parent.mkdir(parents=True)
+    with filelock.FileLock(str(rig.dest()) + ".lock"), pytest.raises(CheckCouldNotRun):
+        rig.get()
+    assert rig.events("error")[0]["exit_code"] == 22 and hub.requests == []
+    assert rig.get().verified  # released: the next run proceeds
+
+
+def test_unreachable_endpoint_is_a_network_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    sleeps: list[float] = []
+    dl = Downloader(endpoint=f"http://127.0.0.1:{port}", token="", sleep=sleeps.append,
+                    policy=RetryPolicy(retries=2, backoff_base_s=0.01, backoff_cap_s=0.02))
+    with pytest.raises(NetworkError, match="after 2 retries"):
+        dl.download(DownloadRequest(repo_id=REPO, filename=NAME, out_dir=tmp_path))
+    assert len(sleeps) == 2

@@ -237,6 +237,7 @@ class Downloader:
                 err = NoSpaceError(f"disk full while writing {dest}: {exc.strerror}; the .part is kept for resume")
                 self.sink.emit("error", **ctx, kind=err.kind, exit_code=int(err.exit_code), message=str(err))
                 raise err from exc
+            self.sink.emit("error", **ctx, kind="os_error", exit_code=1, message=self.redact(str(exc)))
             raise
         result.elapsed_s = round(time.monotonic() - started, 3)
         self.sink.emit("done", **ctx, **{k: v for k, v in result.to_dict().items() if k not in ctx})
@@ -322,9 +323,9 @@ class Downloader:
         if not dest.exists():
             raise NotFoundError(f"offline mode: {dest} is not on disk", hint="run once without --offline")
         expected = expected_given or (saved or {}).get("sha256")
-        fake_remote = RemoteFile("", (saved or {}).get("commit"), None, None, None, None, not_modified=True)
+        local_only = RemoteFile("", (saved or {}).get("commit"), None, None, None, None, not_modified=True)
         up = self._check_existing(req, dest, expected, "given" if expected_given else "sidecar", saved,
-                                  fake_remote, {"repo": req.repo_id, "file": req.filename, "revision": req.revision})
+                                  local_only, {"repo": req.repo_id, "file": req.filename, "revision": req.revision})
         if up is None:
             raise HashMismatchError(f"offline mode: {dest} does not match its sha256 {expected}")
         up.requests = 0
@@ -471,6 +472,8 @@ class Downloader:
             except BitnetError:
                 remove(part, _part_meta_path(dest))
                 raise
+        with open(part, "rb+") as fh:  # the bytes may come from an earlier run that never reached its fsync
+            os.fsync(fh.fileno())
         size = part.stat().st_size
         part.replace(dest)
         fsync_dir(dest.parent)
