@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bitnet.errors import FormatError
 from bitnet.formats.gguf_reader import open_gguf
@@ -198,3 +200,56 @@ def test_i2s_tensor_must_be_whole_in_file(tmp_path, fixture_model):
 def test_writer_rejects_bad_ternary(tmp_path):
     with pytest.raises(FormatError):
         ternary_tensor("w", np.zeros(256, np.int8), 1.0, "i2_s")  # 1-D
+
+
+def test_gguf_v2_is_read(tmp_path):
+    p = tmp_path / "v2.gguf"
+    p.write_bytes(patched(build_valid(), "version", struct.pack("<I", 2)))
+    assert open_gguf(p).version == 2
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_header_corruption_gives_format_error_or_a_valid_file(tmp_path, data):
+    """Flip random bytes anywhere in the header: the reader either accepts the file or raises FormatError."""
+    lay = build_valid()
+    blob = bytearray(lay.buf)
+    header_end = lay.at["pad"]
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, header_end - 1))
+        blob[pos] = data.draw(st.integers(0, 255))
+    p = tmp_path / "fuzz.gguf"
+    p.write_bytes(bytes(blob))
+    try:
+        f = open_gguf(p)
+    except FormatError as exc:
+        assert str(exc)
+        return
+    for info in f.tensors.values():  # whatever was accepted is fully inside the file
+        assert info.offset + info.n_bytes <= f.file_size
+        assert info.data.size == info.n_bytes
+    f.close()
+
+
+def test_other_ggml_types_dequantize_through_gguf_py(tmp_path):
+    from gguf import quants
+    from gguf.constants import GGMLQuantizationType
+
+    from bitnet.formats.gguf_reader import dequantize
+    from bitnet.formats.gguf_writer import TensorSpec
+
+    w = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+    specs = []
+    raws = {}
+    for qt in (GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q5_0):
+        raws[qt] = quants.quantize(w, qt)
+    # gguf-py cannot quantize K-quants; random bytes still exercise the dequantizer path
+    rng = np.random.default_rng(1)
+    raws[GGMLQuantizationType.Q6_K] = rng.integers(0, 256, size=(4, 210), dtype=np.uint8)
+    specs = [TensorSpec(qt.name.lower(), int(qt), (256, 4), raw) for qt, raw in raws.items()]
+    p = write_gguf(tmp_path / "q.gguf", "bitnet", {}, specs)
+    f = open_gguf(p)
+    for qt, raw in raws.items():
+        got = dequantize(f.tensors[qt.name.lower()])
+        assert got.shape == (4, 256)
+        assert np.array_equal(got, quants.dequantize(raw, qt).reshape(4, 256), equal_nan=True), qt.name

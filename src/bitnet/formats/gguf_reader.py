@@ -246,11 +246,11 @@ def _parse(path: Path, mm: mmap.mmap, size: int) -> GGUFFile:
         raise FormatError(f"unsupported GGUF version {version} (supported: 2, 3)", hint=hint)
     n_tensors = cur.u64("tensor count")
     n_kv = cur.u64("metadata count")
-    # smallest possible KV: 8-byte key length + 1-byte key + 4-byte type + 1-byte value
-    if n_kv * 14 > cur.remaining():
+    # smallest possible KV: 8-byte key length + empty key + 4-byte type + 1-byte value
+    if n_kv * 13 > cur.remaining():
         raise FormatError(f"metadata count {n_kv} cannot fit in the {cur.remaining()} bytes left in the file")
-    # smallest possible tensor info: 8 (name len) + 1 (name) + 4 (n_dims) + 4 (type) + 8 (offset)
-    if n_tensors * 25 > cur.remaining():
+    # smallest possible tensor info: 8 (name len) + 4 (n_dims) + 8 (one dim) + 4 (type) + 8 (offset)
+    if n_tensors * 32 > cur.remaining():
         raise FormatError(
             f"tensor count {n_tensors} cannot fit in the {cur.remaining()} bytes left in the file"
         )
