@@ -178,14 +178,16 @@ def test_float_ops_close_to_reference():
     np.testing.assert_allclose(native.rmsnorm(x, wn, 1e-5), reference.rmsnorm_ref(x, wn, 1e-5), rtol=1e-6)
     qh = rng.standard_normal((3, 20, 128)).astype(np.float32)
     pos = np.array([0, 7, 4000])
-    np.testing.assert_allclose(native.rope_neox(qh, pos, 500000.0), reference.rope_neox_ref(qh, pos, 500000.0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        native.rope_neox(qh, pos, 500000.0), reference.rope_neox_ref(qh, pos, 500000.0), rtol=1e-5, atol=1e-5
+    )
     k = rng.standard_normal((12, 5, 128)).astype(np.float32)
     v = rng.standard_normal((12, 5, 128)).astype(np.float32)
     for t, start in ((1, 11), (3, 9)):
         q = rng.standard_normal((t, 20, 128)).astype(np.float32)
-        np.testing.assert_allclose(native.attention(q, k, v, start), reference.attention_ref(q, k, v, start),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            native.attention(q, k, v, start), reference.attention_ref(q, k, v, start), rtol=1e-5, atol=1e-5
+        )
     # float64 activations and f16 rounding are served by the reference kernel, and the receipt says so
     REGISTRY.reset()
     native.rmsnorm(x.astype(np.float64), wn, 1e-5)

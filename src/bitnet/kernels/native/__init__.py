@@ -76,7 +76,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, "disabled by BITNET_NO_NATIVE"
     path = _library_path()
     if path is None:
-        return None, "the C extension was not built (no compiler at install time?); reinstall with a C compiler"
+        return (
+            None,
+            "the C extension was not built (no compiler at install time?); reinstall with a C compiler",
+        )
     try:
         lib = ctypes.CDLL(str(path))
         for name, (res, args) in _SIGNATURES.items():
@@ -90,8 +93,11 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
 
 _lib, _reason = _load()
 if _lib is None:
-    warnings.warn(f"bitnet native kernels unavailable ({_reason}); using the numpy reference kernels (slower)",
-                  RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"bitnet native kernels unavailable ({_reason}); using the numpy reference kernels (slower)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def available() -> bool:
@@ -162,7 +168,9 @@ def quantize(x: np.ndarray, profile: str) -> QuantizedActivations:
     t, k = x.shape
     if profile == "block256":
         if k % QK_K:
-            raise InvalidInputError(f"block256 activation quantization needs a multiple of {QK_K} features, got {k}")
+            raise InvalidInputError(
+                f"block256 activation quantization needs a multiple of {QK_K} features, got {k}"
+            )
         nb, block = k // QK_K, QK_K
     else:
         nb, block = 1, k
@@ -170,8 +178,19 @@ def quantize(x: np.ndarray, profile: str) -> QuantizedActivations:
     scales = np.empty((t, nb), dtype=np.float32)
     sums = np.empty((t, nb), dtype=np.int32)
     impl = isa() if (profile == "per-token" and x.dtype == np.float32) else "scalar"
-    _check(lib.bn_quantize(_PROFILE_CODE[profile], _ptr(x), int(x.dtype == np.float64), t, k, _ptr(q),
-                           _ptr(scales), _ptr(sums)), "quantize")
+    _check(
+        lib.bn_quantize(
+            _PROFILE_CODE[profile],
+            _ptr(x),
+            int(x.dtype == np.float64),
+            t,
+            k,
+            _ptr(q),
+            _ptr(scales),
+            _ptr(sums),
+        ),
+        "quantize",
+    )
     REGISTRY.record(f"quantize_{profile.replace('-', '_')}_{impl}")
     return QuantizedActivations(profile, q, scales, sums, block)
 
@@ -214,8 +233,23 @@ def ternary_matmul_q(qa: QuantizedActivations, w: QuantWeight) -> np.ndarray:
     scales = np.ascontiguousarray(qa.scales, dtype=np.float32)
     sums = np.ascontiguousarray(qa.sums, dtype=np.int32)
     y = np.empty((t, w.n_out), dtype=np.float32)
-    _check(lib.bn_ternary_matmul_q(fmt, _ptr(w.data), w.n_out, w.n_in, w_scale, _PROFILE_CODE[qa.profile], _ptr(q),
-                                   _ptr(scales), _ptr(sums), t, _ptr(y), w.n_out), f"{w.fmt} matmul")
+    _check(
+        lib.bn_ternary_matmul_q(
+            fmt,
+            _ptr(w.data),
+            w.n_out,
+            w.n_in,
+            w_scale,
+            _PROFILE_CODE[qa.profile],
+            _ptr(q),
+            _ptr(scales),
+            _ptr(sums),
+            t,
+            _ptr(y),
+            w.n_out,
+        ),
+        f"{w.fmt} matmul",
+    )
     REGISTRY.record(f"{_FMT_SHORT[w.fmt]}_{'gemv' if t == 1 else 'gemm'}_{isa()}")
     return y
 
@@ -227,8 +261,22 @@ def ternary_matmul(x: np.ndarray, w: QuantWeight, profile: str) -> np.ndarray:
     fmt, w_scale = _check_weight(w, x2.shape[1])
     t = x2.shape[0]
     y = np.empty((t, w.n_out), dtype=np.float32)
-    _check(lib.bn_ternary_matmul(fmt, _ptr(w.data), w.n_out, w.n_in, w_scale, _PROFILE_CODE[profile], _ptr(x2),
-                                 t, x2.shape[1], _ptr(y), w.n_out), f"{w.fmt} matmul")
+    _check(
+        lib.bn_ternary_matmul(
+            fmt,
+            _ptr(w.data),
+            w.n_out,
+            w.n_in,
+            w_scale,
+            _PROFILE_CODE[profile],
+            _ptr(x2),
+            t,
+            x2.shape[1],
+            _ptr(y),
+            w.n_out,
+        ),
+        f"{w.fmt} matmul",
+    )
     impl = isa()
     REGISTRY.record(f"quantize_{profile.replace('-', '_')}_{impl if profile == 'per-token' else 'scalar'}")
     REGISTRY.record(f"{_FMT_SHORT[w.fmt]}_{'gemv' if t == 1 else 'gemm'}_{impl}")
@@ -243,8 +291,10 @@ def ternary_block_sums(w: QuantWeight, q: np.ndarray) -> np.ndarray:
     fmt, _ = _check_weight(w, q.shape[1])
     nbt = -(-w.n_in // QK_K)
     raw = np.empty((q.shape[0], w.n_out, nbt), dtype=np.int32)
-    _check(lib.bn_ternary_block_sums(fmt, _ptr(w.data), w.n_out, w.n_in, _ptr(q), q.shape[0], _ptr(raw)),
-           "block sums")
+    _check(
+        lib.bn_ternary_block_sums(fmt, _ptr(w.data), w.n_out, w.n_in, _ptr(q), q.shape[0], _ptr(raw)),
+        "block sums",
+    )
     return raw
 
 
@@ -296,8 +346,15 @@ def rope_neox(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start_pos: int, *, round_p_f16: bool = False,
-              scores_out: list[np.ndarray] | None = None) -> np.ndarray:
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    start_pos: int,
+    *,
+    round_p_f16: bool = False,
+    scores_out: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """Causal GQA attention for float32 queries over an f32/f16 cache (tracing and f16 rounding use the reference)."""
     if q.dtype != np.float32 or round_p_f16 or scores_out is not None or _lib is None:
         return ref.attention_ref(q, k, v, start_pos, round_p_f16=round_p_f16, scores_out=scores_out)
@@ -309,8 +366,24 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start_pos: int, *, ro
     if s < start_pos + t:
         raise InvalidInputError(f"attention: {s} cached positions, need {start_pos + t}")
     out = np.empty_like(qc)
-    _check(_lib.bn_attention(_ptr(qc), t, h * d, _ptr(kc), _ptr(vc), hkv * d, start_pos, h, hkv, d,
-                             float(1.0 / np.sqrt(d)), _ptr(out), h * d), "attention")
+    _check(
+        _lib.bn_attention(
+            _ptr(qc),
+            t,
+            h * d,
+            _ptr(kc),
+            _ptr(vc),
+            hkv * d,
+            start_pos,
+            h,
+            hkv,
+            d,
+            float(1.0 / np.sqrt(d)),
+            _ptr(out),
+            h * d,
+        ),
+        "attention",
+    )
     REGISTRY.record("attention_scalar")
     return out
 
@@ -320,8 +393,11 @@ def read_bandwidth(nbytes: int = 1 << 30, passes: int = 5, threads: int | None =
     lib = _need()
     buf = np.ones(nbytes // 8, dtype=np.uint64)
     chk = ctypes.c_uint64(0)
-    return float(lib.bn_read_bandwidth(_ptr(buf), buf.nbytes, passes, int(threads or get_threads()),
-                                       ctypes.addressof(chk)))
+    return float(
+        lib.bn_read_bandwidth(
+            _ptr(buf), buf.nbytes, passes, int(threads or get_threads()), ctypes.addressof(chk)
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- registration
@@ -338,15 +414,29 @@ def _register() -> None:
         live = impl == cur
         for fmt, short in _FMT_SHORT.items():
             for shape in ("gemv", "gemm"):
-                reg(f"{short}_{shape}_{impl}", f"q{shape}", ternary_matmul_q if live else None,
-                    f"{short}_{shape}_ref", fmt)
-        reg(f"quantize_per_token_{impl}", "quantize_per_token", quantize_per_token if live else None,
-            "quantize_per_token_ref")
+                reg(
+                    f"{short}_{shape}_{impl}",
+                    f"q{shape}",
+                    ternary_matmul_q if live else None,
+                    f"{short}_{shape}_ref",
+                    fmt,
+                )
+        reg(
+            f"quantize_per_token_{impl}",
+            "quantize_per_token",
+            quantize_per_token if live else None,
+            "quantize_per_token_ref",
+        )
         f16 = "avx512" if impl == "avx512vnni" else impl
         reg(f"f16_gemm_lmhead_{f16}", "lm_head", None, "f16_gemv_lmhead_ref")
         reg(f"f16_gemv_lmhead_{f16}", "lm_head", lm_head if live else None, "f16_gemv_lmhead_ref")
     live = _lib is not None
-    reg("quantize_block256_scalar", "quantize_block256", quantize_block256 if live else None, "quantize_block256_ref")
+    reg(
+        "quantize_block256_scalar",
+        "quantize_block256",
+        quantize_block256 if live else None,
+        "quantize_block256_ref",
+    )
     reg("rmsnorm_scalar", "rmsnorm", rmsnorm if live else None, "rmsnorm_ref")
     reg("rope_neox_scalar", "rope_neox", rope_neox if live else None, "rope_neox_ref")
     reg("attention_scalar", "attention", attention if live else None, "attention_ref")

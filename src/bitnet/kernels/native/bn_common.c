@@ -303,24 +303,21 @@ static float tq_block_scale(int fmt, const uint8_t *row, int64_t b) {
 
 /* The float epilogue, shared by every instruction set (so all paths agree bit for bit). `s` are the per-block
  * sums of raw codes times q (nbt entries). See docs/kernels.md for the four (format, profile) formulas. */
-static float epilogue(int fmt, int profile, const int32_t *s, int nbt, int64_t nb, const uint8_t *wrow,
-                      float w_scale, float a_scale, int32_t a_sum, const float *a_d, const int32_t *a_bsum) {
+static float epilogue(int fmt, int profile, const int32_t *s, int64_t nb, const float *d_w, float w_scale,
+                      float a_scale, int32_t a_sum, const float *a_d, const int32_t *a_bsum) {
     if (fmt == BN_I2S) {
-        if (profile == BN_PER_TOKEN) {
-            int32_t tot = 0;
-            for (int b = 0; b < nbt; b++) tot += s[b];
-            return ((float)tot - (float)a_sum) / a_scale * w_scale;
-        }
+        if (profile == BN_PER_TOKEN) /* the tile ran in whole_row mode: s[0] is the row total */
+            return ((float)s[0] - (float)a_sum) / a_scale * w_scale;
         float acc = 0.f;
         for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * a_d[b];
         return acc * w_scale;
     }
     float acc = 0.f;
     if (profile == BN_PER_TOKEN) {
-        for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * tq_block_scale(fmt, wrow, b);
+        for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * d_w[b];
         return acc / a_scale;
     }
-    for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * (a_d[b] * tq_block_scale(fmt, wrow, b));
+    for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * (a_d[b] * d_w[b]);
     return acc;
 }
 
@@ -355,6 +352,12 @@ static int act_alloc(act_buf *a, int64_t N, int64_t K) {
 
 static void quantize_acts(act_buf *a, int profile, const float *x, int64_t N, int64_t K, int64_t ldx, int nth) {
     const int64_t nb = K / 256;
+    if (N == 1) {
+        int8_t *tmp = malloc((size_t)K);
+        if (tmp) quantize_row(profile, x, 0, K, a->q, 1, tmp, a->scale, a->sum, a->d, a->bsum);
+        free(tmp);
+        return;
+    }
 #pragma omp parallel num_threads(nth) if (N > 1 && nth > 1)
     {
         int8_t *tmp = malloc((size_t)K);
@@ -369,20 +372,25 @@ static void quantize_acts(act_buf *a, int profile, const float *x, int64_t N, in
 /* Runs the tiles for rows [tile0*4, tile1*4) and all N tokens; either writes float outputs (y != NULL) or raw block
  * sums (raw != NULL, [N, M, nbt]). */
 static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t K, float w_scale, const act_buf *a,
-                      int64_t N, float *y, int64_t ldy, int32_t *raw, int64_t tile0, int64_t tile1, int32_t *buf) {
+                      int64_t N, float *y, int64_t ldy, int32_t *raw, int64_t tile0, int64_t tile1, int32_t *buf,
+                      float *dw) {
     const bn_isa_ops *o = ops();
     const int64_t nb = K / 256, rb = row_bytes(fmt, K);
     const int nbt = (int)(nb + (K % 256 ? 1 : 0));
+    const int whole_row = !raw && fmt == BN_I2S && profile == BN_PER_TOKEN;
     for (int64_t tile = tile0; tile < tile1; tile++) {
         const int64_t m0 = tile * 4;
         const int R = (int)(M - m0 < 4 ? M - m0 : 4);
         const uint8_t *rows[4];
         for (int r = 0; r < 4; r++) rows[r] = w + (m0 + (r < R ? r : R - 1)) * rb;
+        if (fmt != BN_I2S && !raw) /* the TQ block scales of these rows, converted once for all tokens */
+            for (int r = 0; r < R; r++)
+                for (int64_t b = 0; b < nb; b++) dw[r * nb + b] = tq_block_scale(fmt, rows[r], b);
         for (int64_t t0 = 0; t0 < N;) {
             const int T = N - t0 >= 4 ? 4 : 1;
             const int8_t *acts[4];
             for (int t = 0; t < 4; t++) acts[t] = a->q + (t0 + (t < T ? t : 0)) * K;
-            o->tile(fmt, rows, acts, T, K, buf, nbt);
+            o->tile(fmt, rows, acts, T, K, buf, nbt, whole_row);
             for (int r = 0; r < R; r++)
                 for (int t = 0; t < T; t++) {
                     const int32_t *s = buf + (r * 4 + t) * nbt;
@@ -390,7 +398,7 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
                     if (raw) {
                         memcpy(raw + (n * M + m0 + r) * nbt, s, nbt * sizeof(int32_t));
                     } else {
-                        y[n * ldy + m0 + r] = epilogue(fmt, profile, s, nbt, nb, rows[r], w_scale, a->scale[n],
+                        y[n * ldy + m0 + r] = epilogue(fmt, profile, s, nb, dw + r * nb, w_scale, a->scale[n],
                                                        a->sum[n], a->d + n * nb, a->bsum + n * nb);
                     }
                 }
@@ -428,16 +436,24 @@ static int matmul_impl(int fmt, int profile, const uint8_t *w, int64_t M, int64_
     const int nbt = (int)(K / 256 + (K % 256 ? 1 : 0));
     const int par = nth > 1 && (M * K * N) >= (1 << 16);
     int failed = 0;
-#pragma omp parallel num_threads(nth) if (par)
+    if (!par) { /* no parallel region at all: a single-threaded call pays no OpenMP fork/join */
+        int32_t *buf = malloc(sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1));
+        const int ok = buf != NULL;
+        if (ok) run_tiles(fmt, profile, w, M, K, w_scale, &a, N, y, ldy, raw, 0, ntiles, buf, (float *)(buf + 16 * nbt));
+        free(buf);
+        free(a.mem);
+        return ok ? BN_OK : BN_ENOMEM;
+    }
+#pragma omp parallel num_threads(nth)
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        int32_t *buf = malloc(sizeof(int32_t) * 16 * (size_t)nbt);
+        int32_t *buf = malloc(sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1));
         if (!buf) {
 #pragma omp atomic write
             failed = 1;
         } else {
             run_tiles(fmt, profile, w, M, K, w_scale, &a, N, y, ldy, raw, ntiles * tid / nt, ntiles * (tid + 1) / nt,
-                      buf);
+                      buf, (float *)(buf + 16 * nbt));
             free(buf);
         }
     }

@@ -33,6 +33,16 @@ static int32_t BN_FN(i2s_tail_dot)(const uint8_t *p, const int8_t *q) {
     return s;
 }
 
+/* whole_row for the kernels that compute per-block sums anyway: fold them into slot 0 (exact int32). */
+static inline void BN_FN(fold_blocks)(int32_t *out, int T, int nbt) {
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < T; t++) {
+            int32_t *o = out + (r * 4 + t) * nbt, s = 0;
+            for (int b = 0; b < nbt; b++) s += o[b];
+            o[0] = s;
+        }
+}
+
 #if BN_ISA == BN_ISA_ID_SCALAR
 
 static void decode_block_scalar(int fmt, const uint8_t *p, uint8_t codes[256]) {
@@ -48,7 +58,7 @@ static void decode_block_scalar(int fmt, const uint8_t *p, uint8_t codes[256]) {
 }
 
 static void tile_scalar(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
-                        int32_t *out, int nbt) {
+                        int32_t *out, int nbt, int whole_row) {
     const int64_t nb = K / 256;
     uint8_t codes[256];
     for (int r = 0; r < 4; r++) {
@@ -65,6 +75,7 @@ static void tile_scalar(int fmt, const uint8_t *const rows[4], const int8_t *con
             for (int t = 0; t < T; t++)
                 out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
     }
+    if (whole_row) BN_FN(fold_blocks)(out, T, nbt);
 }
 
 static float quant_pt_scalar(const float *x, int64_t K, int8_t *q, int32_t *sum) {
@@ -110,7 +121,7 @@ static inline int32_t hsum_epi32_avx2(__m256i v) {
 }
 
 static void tile_avx2(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
-                      int32_t *out, int nbt) {
+                      int32_t *out, int nbt, int whole_row) {
     const int64_t nb = K / 256;
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
@@ -144,6 +155,7 @@ static void tile_avx2(int fmt, const uint8_t *const rows[4], const int8_t *const
             for (int t = 0; t < T; t++)
                 out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
     }
+    if (whole_row) BN_FN(fold_blocks)(out, T, nbt);
 }
 
 static float quant_pt_avx2(const float *x, int64_t K, int8_t *q, int32_t *sum) {
@@ -240,11 +252,14 @@ static inline void tq1_decode_avx512(const uint8_t *blk, uint8_t *codes) {
         t = _mm256_srli_epi16(_mm256_mullo_epi16(t, three2), 8);
         _mm_storeu_si128((__m128i *)(codes + pos_b[n]), _mm256_cvtepi16_epi8(t));
     }
-    for (int n = 0; n < 4; n++)
-        for (int j = 0; j < 4; j++) {
-            uint8_t q = (uint8_t)(blk[48 + j] * pow3[n]);
-            codes[240 + 4 * n + j] = (uint8_t)(((uint16_t)q * 3) >> 8);
-        }
+    /* qh: 16 lanes [qh0..qh3] x 4, lane 4n + j multiplied by 3^n -> element 240 + 4n + j */
+    uint32_t qh;
+    memcpy(&qh, blk + 48, 4);
+    const __m256i vh = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)qh));
+    const __m256i ph = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+    __m256i th = _mm256_and_si256(_mm256_mullo_epi16(vh, ph), ff2);
+    th = _mm256_srli_epi16(_mm256_mullo_epi16(th, three2), 8);
+    _mm_storeu_si128((__m128i *)(codes + 240), _mm256_cvtepi16_epi8(th));
 }
 
 static inline __m512i codes_group_avx512(int fmt, __m512i w, const uint8_t *codes, int g, __m512i m3) {
@@ -252,44 +267,85 @@ static inline __m512i codes_group_avx512(int fmt, __m512i w, const uint8_t *code
     return _mm512_and_si512(_mm512_srli_epi16(w, BN_FN(group_shift)(fmt, g)), m3);
 }
 
-/* T == 1 (GEMV): 4 rows, activation vectors hoisted, two accumulators per row to cover the vpdpbusd latency. */
+/* T == 1 (GEMV): 4 rows, activation vectors hoisted. For the 2-bit formats the codes of group g are masked in place
+ * (no shift): (w & (3 << sh)) = code << sh, so vpdpbusd yields 2^sh times the group's dot product, exactly (|lane| <=
+ * 4 * 192 * 128 per block). Each group keeps its own accumulator and is shifted back (exactly, it is a multiple of
+ * 2^sh) before the groups are added. `pf` is the byte distance to prefetch ahead in each row stream. */
 static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const uint8_t *const rows[4],
                                                                const int8_t *act, int64_t nb, int32_t *out,
-                                                               int nbt) {
-    const __m512i m3 = _mm512_set1_epi8(3);
+                                                               int nbt, int whole_row, int64_t pf) {
     uint8_t codes[4][256] __attribute__((aligned(64)));
+    __m512i tot[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                      _mm512_setzero_si512()};
+    __m512i mask[4];
+    for (int g = 0; g < 4; g++) mask[g] = _mm512_set1_epi8((char)(3 << BN_FN(group_shift)(fmt, g)));
+    __m512i acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int g = 0; g < 4; g++) acc[r][g] = _mm512_setzero_si512();
     for (int64_t b = 0; b < nb; b++) {
         const int8_t *q = act + 256 * b;
-        const __m512i a0 = _mm512_loadu_si512(q), a1 = _mm512_loadu_si512(q + 64);
-        const __m512i a2 = _mm512_loadu_si512(q + 128), a3 = _mm512_loadu_si512(q + 192);
-        __m512i acc[4];
+        __m512i a[4];
+        for (int g = 0; g < 4; g++) a[g] = _mm512_loadu_si512(q + 64 * g);
         for (int r = 0; r < 4; r++) {
             const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
-            __m512i w = _mm512_setzero_si512();
-            if (fmt == BN_TQ1)
+            if (fmt == BN_TQ1) {
                 tq1_decode_avx512(p, codes[r]);
-            else
-                w = _mm512_loadu_si512(p);
-            __m512i e = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes_group_avx512(fmt, w, codes[r], 0, m3), a0);
-            __m512i o = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes_group_avx512(fmt, w, codes[r], 1, m3), a1);
-            e = _mm512_dpbusd_epi32(e, codes_group_avx512(fmt, w, codes[r], 2, m3), a2);
-            o = _mm512_dpbusd_epi32(o, codes_group_avx512(fmt, w, codes[r], 3, m3), a3);
-            acc[r] = _mm512_add_epi32(e, o);
+                for (int g = 0; g < 4; g++)
+                    acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], _mm512_load_si512((const void *)(codes[r] + 64 * g)),
+                                                    a[g]);
+            } else {
+                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                const __m512i w = _mm512_loadu_si512(p);
+                for (int g = 0; g < 4; g++)
+                    acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], _mm512_and_si512(w, mask[g]), a[g]);
+            }
+        }
+        if (whole_row) continue;
+        __m512i sum[4];
+        for (int r = 0; r < 4; r++) {
+            if (fmt == BN_TQ1) {
+                sum[r] = _mm512_add_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]), _mm512_add_epi32(acc[r][2], acc[r][3]));
+            } else {
+                __m512i s01 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][0], BN_FN(group_shift)(fmt, 0)),
+                                               _mm512_srai_epi32(acc[r][1], BN_FN(group_shift)(fmt, 1)));
+                __m512i s23 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][2], BN_FN(group_shift)(fmt, 2)),
+                                               _mm512_srai_epi32(acc[r][3], BN_FN(group_shift)(fmt, 3)));
+                sum[r] = _mm512_add_epi32(s01, s23);
+            }
+            for (int g = 0; g < 4; g++) acc[r][g] = _mm512_setzero_si512();
         }
         int32_t s[4];
-        _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[0], acc[1], acc[2], acc[3]));
+        _mm_storeu_si128((__m128i *)s, reduce4_epi32(sum[0], sum[1], sum[2], sum[3]));
         for (int r = 0; r < 4; r++) out[(r * 4) * nbt + b] = s[r];
+    }
+    if (whole_row) {
+        for (int r = 0; r < 4; r++) {
+            if (fmt == BN_TQ1) {
+                tot[r] = _mm512_add_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]), _mm512_add_epi32(acc[r][2], acc[r][3]));
+            } else {
+                __m512i s01 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][0], BN_FN(group_shift)(fmt, 0)),
+                                               _mm512_srai_epi32(acc[r][1], BN_FN(group_shift)(fmt, 1)));
+                __m512i s23 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][2], BN_FN(group_shift)(fmt, 2)),
+                                               _mm512_srai_epi32(acc[r][3], BN_FN(group_shift)(fmt, 3)));
+                tot[r] = _mm512_add_epi32(s01, s23);
+            }
+        }
+        int32_t s[4];
+        _mm_storeu_si128((__m128i *)s, reduce4_epi32(tot[0], tot[1], tot[2], tot[3]));
+        for (int r = 0; r < 4; r++) out[(r * 4) * nbt] = s[r];
     }
 }
 
 /* T == 4 (GEMM): 4 rows x 4 tokens = 16 accumulators; each weight group is unpacked once for 4 tokens. */
 static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const uint8_t *const rows[4],
                                                                const int8_t *const acts[4], int64_t nb,
-                                                               int32_t *out, int nbt) {
+                                                               int32_t *out, int nbt, int whole_row) {
     const __m512i m3 = _mm512_set1_epi8(3);
     uint8_t codes[4][256] __attribute__((aligned(64)));
+    __m512i acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
     for (int64_t b = 0; b < nb; b++) {
-        __m512i acc[4][4];
         __m512i w[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
@@ -299,7 +355,6 @@ static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const ui
             } else {
                 w[r] = _mm512_loadu_si512(p);
             }
-            for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
         }
         for (int g = 0; g < 4; g++) {
             __m512i cv[4];
@@ -309,39 +364,60 @@ static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const ui
                 for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
             }
         }
+        if (whole_row) continue;
         for (int r = 0; r < 4; r++) {
             int32_t s[4];
             _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
-            for (int t = 0; t < 4; t++) out[(r * 4 + t) * nbt + b] = s[t];
+            for (int t = 0; t < 4; t++) {
+                out[(r * 4 + t) * nbt + b] = s[t];
+                acc[r][t] = _mm512_setzero_si512();
+            }
         }
     }
+    if (whole_row)
+        for (int r = 0; r < 4; r++) {
+            int32_t s[4];
+            _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+            for (int t = 0; t < 4; t++) out[(r * 4 + t) * nbt] = s[t];
+        }
 }
 
-#define BN_TILE_FMT(FMT, NAME)                                                                                       \
-    static void NAME(const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t nb, int32_t *out,     \
-                     int nbt) {                                                                                      \
-        if (T == 4)                                                                                                  \
-            tile4_avx512(FMT, rows, acts, nb, out, nbt);                                                             \
-        else                                                                                                         \
-            tile1_avx512(FMT, rows, acts[0], nb, out, nbt);                                                          \
+#define BN_TILE_FMT(FMT, NAME)                                                                                \
+    static void NAME(const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t nb, int32_t *out, \
+                     int nbt, int whole_row) {                                                                \
+        if (T == 4 && whole_row)                                                                              \
+            tile4_avx512(FMT, rows, acts, nb, out, nbt, 1);                                                   \
+        else if (T == 4)                                                                                      \
+            tile4_avx512(FMT, rows, acts, nb, out, nbt, 0);                                                   \
+        else if (whole_row)                                                                                   \
+            tile1_avx512(FMT, rows, acts[0], nb, out, nbt, 1, 8 * (rows[1] - rows[0]));                       \
+        else                                                                                                  \
+            tile1_avx512(FMT, rows, acts[0], nb, out, nbt, 0, 8 * (rows[1] - rows[0]));                       \
     }
 BN_TILE_FMT(BN_I2S, tile_i2s_avx512)
 BN_TILE_FMT(BN_TQ2, tile_tq2_avx512)
 BN_TILE_FMT(BN_TQ1, tile_tq1_avx512)
 
 static void tile_avx512(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
-                        int32_t *out, int nbt) {
+                        int32_t *out, int nbt, int whole_row) {
     const int64_t nb = K / 256;
     if (fmt == BN_I2S)
-        tile_i2s_avx512(rows, acts, T, nb, out, nbt);
+        tile_i2s_avx512(rows, acts, T, nb, out, nbt, whole_row);
     else if (fmt == BN_TQ2)
-        tile_tq2_avx512(rows, acts, T, nb, out, nbt);
+        tile_tq2_avx512(rows, acts, T, nb, out, nbt, whole_row);
     else
-        tile_tq1_avx512(rows, acts, T, nb, out, nbt);
+        tile_tq1_avx512(rows, acts, T, nb, out, nbt, whole_row);
     if (nbt > nb)
         for (int r = 0; r < 4; r++)
-            for (int t = 0; t < T; t++)
-                out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+            for (int t = 0; t < T; t++) {
+                const int32_t tail = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+                if (!whole_row)
+                    out[(r * 4 + t) * nbt + nb] = tail;
+                else if (nb == 0)
+                    out[(r * 4 + t) * nbt] = tail;
+                else
+                    out[(r * 4 + t) * nbt] += tail;
+            }
 }
 
 static float quant_pt_avx512(const float *x, int64_t K, int8_t *q, int32_t *sum) {

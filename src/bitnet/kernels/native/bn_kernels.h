@@ -23,11 +23,13 @@ enum bn_isa { BN_ISA_SCALAR = BN_ISA_ID_SCALAR, BN_ISA_AVX2 = BN_ISA_ID_AVX2, BN
 #define BN_TQ2_BLOCK_BYTES 66
 #define BN_TQ1_BLOCK_BYTES 54
 
-/* One tile of the integer matmul: R (<= 4) weight rows against T (1 or 4) activation rows. For every 256-element
- * block b (plus the I2_S 128-element tail, which is block nb) it writes sum(code * q) into
- * out[(r * 4 + t) * nbt + b], where nbt = number of blocks including the tail. Codes are the raw 0/1/2 codes. */
+/* One tile of the integer matmul: 4 weight rows against T (1 or 4) activation rows. For every 256-element block b
+ * (plus the I2_S 128-element tail, which is block nb) it writes sum(code * q) into out[(r * 4 + t) * nbt + b], where
+ * nbt = number of blocks including the tail. Codes are the raw 0/1/2 codes. With whole_row != 0 (I2_S per-token,
+ * whose epilogue needs only the row total) it writes the total over all blocks into out[(r * 4 + t) * nbt] and
+ * skips the per-block horizontal reductions. */
 typedef void (*bn_tile_fn)(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
-                           int32_t *out, int nbt);
+                           int32_t *out, int nbt, int whole_row);
 
 /* Per-token activation quantization of one row (natural order output). Returns the scale; *sum = sum(q). */
 typedef float (*bn_quant_pt_fn)(const float *x, int64_t K, int8_t *q, int32_t *sum);
