@@ -106,6 +106,15 @@ def test_rerun_gets_304_and_skips(hub, tmp_path, content):
     assert heads[-1].headers.get("if-none-match") == f.resolve_etag and heads[-1].status == 304
 
 
+def test_server_without_304_still_skips_an_unchanged_file(hub, tmp_path, content):
+    hub.add(REPO, NAME, content)
+    hub.honour_conditional = False
+    rig = Rig(hub, tmp_path)
+    rig.get()
+    again = rig.get()
+    assert again.status == "up_to_date" and again.verified and len(hub.gets()) == 1
+
+
 def test_damaged_local_copy_is_replaced(hub, tmp_path, content):
     hub.add(REPO, NAME, content)
     rig = Rig(hub, tmp_path)
@@ -149,6 +158,7 @@ def test_server_ignoring_range_restarts_cleanly(hub, tmp_path, content):
     result = rig.get()
     assert rig.dest().read_bytes() == content and result.sha256 == _sha(content)
     assert [r.status for r in hub.gets()] == [200, 200]
+    assert any("restarting" in e["message"] for e in rig.events("info"))  # never a silent restart
 
 
 def test_part_from_another_version_is_discarded(hub, tmp_path, content):

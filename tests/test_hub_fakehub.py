@@ -92,6 +92,7 @@ class FakeHub:
         self.requests: list[Seen] = []
         self.redirect_lfs = redirect_lfs
         self.honour_range = True
+        self.honour_conditional = True  # False: never answers 304 (some mirrors and proxies)
         self.trickle: tuple[int, float] | None = None  # (bytes per write, seconds between writes)
         self.lock = threading.Lock()
         hub = self
@@ -184,7 +185,7 @@ class FakeHub:
         hub_headers = {"X-Repo-Commit": repo.commit, "ETag": f.resolve_etag}
         if f.lfs:
             hub_headers |= {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(len(f.content))}
-        if seen.headers.get("if-none-match") == f.resolve_etag:
+        if self.honour_conditional and seen.headers.get("if-none-match") == f.resolve_etag:
             return self._reply(h, seen, 304, hub_headers)
         if f.lfs and self.redirect_lfs:
             location = f"{self.cdn_url}/cdn/{f.sha256}?repo={quote(repo_id)}"

@@ -1,7 +1,8 @@
 """Where a download reports what it is doing: NDJSON on stdout, a rich progress bar on stderr, or nowhere.
 
 The downloader only calls `sink.emit(event, **fields)`; the sink decides how to show it. Event names are a small,
-documented vocabulary (docs/hub.md): start, progress, retry, done, warning, error (plus info, human-only).
+documented vocabulary (docs/hub.md): start, progress, retry, done, warning, error, and info (a note such as
+"restarting from zero": nothing restarts silently).
 Every string goes through the Redactor, so a token can never leak through an event.
 """
 
@@ -45,8 +46,6 @@ class NdjsonSink:
         self._last_progress = 0.0
 
     def emit(self, event: str, **fields: Any) -> None:
-        if event == "info":
-            return
         if event == "progress":
             now = time.monotonic()
             final = fields.get("total") is not None and fields.get("bytes") == fields.get("total")
