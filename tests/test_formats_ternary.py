@@ -69,14 +69,26 @@ def test_tq1_0_golden_bytes_hand_checked():
 
 # ------------------------------------------------------------------------------------------ properties
 
-codes_strategy = st.integers(1, 6).flatmap(
-    lambda nblk: st.lists(st.integers(-1, 1), min_size=256 * nblk, max_size=256 * nblk)
-)
+
+@st.composite
+def codes_strategy(draw):
+    """Ternary code vectors of 1..6 TQ blocks: random, constant, or sparse (hypothesis picks the shape)."""
+    n = 256 * draw(st.integers(1, 6))
+    kind = draw(st.sampled_from(["random", "constant", "sparse"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "constant":
+        return np.full(n, draw(st.integers(-1, 1)), dtype=np.int8)
+    codes = rng.integers(-1, 2, size=n, dtype=np.int8)
+    if kind == "sparse":
+        codes[rng.random(n) < 0.95] = 0
+    return codes
+
+
 scale_strategy = st.floats(2.0**-12, 16.0, allow_nan=False, width=32)
 
 
-@settings(max_examples=60, deadline=None)
-@given(codes=codes_strategy, scale=scale_strategy)
+@settings(max_examples=100, deadline=None)
+@given(codes=codes_strategy(), scale=scale_strategy)
 def test_i2s_round_trip(codes, scale):
     c = np.array(codes, dtype=np.int8)
     back, s = ternary.unpack_i2s(ternary.pack_i2s(c, scale), c.size)
@@ -84,8 +96,8 @@ def test_i2s_round_trip(codes, scale):
     assert s == np.float32(scale)
 
 
-@settings(max_examples=60, deadline=None)
-@given(codes=codes_strategy, scale=scale_strategy, fmt=st.sampled_from(["tq2_0", "tq1_0"]))
+@settings(max_examples=100, deadline=None)
+@given(codes=codes_strategy(), scale=scale_strategy, fmt=st.sampled_from(["tq2_0", "tq1_0"]))
 def test_tq_round_trip_and_byte_identity_with_gguf(codes, scale, fmt):
     c = np.array(codes, dtype=np.int8)
     qtype = GGMLQuantizationType.TQ2_0 if fmt == "tq2_0" else GGMLQuantizationType.TQ1_0
