@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""CPU speed of bitnet-py on the 2B-shaped fixture, side by side with llama.cpp's and bitnet.cpp's llama-bench.
+
+What it measures, in one run so that the machine's load is shared fairly:
+
+- the machine's memory read bandwidth (a parallel sum over a 1 GiB buffer, best pass; `bitnet.kernels.native`);
+- our kernels at the 2B shapes, one call per weight of every layer plus the F16 lm_head, on the fixture's own
+  memory-mapped weights: a *projected* per-token decode time (kernels only, no attention/norms/Python);
+- our full engine (`bitnet.model.load_model`): load time and resident memory beyond the mapped file, pp128 (one
+  batch of 128 tokens, llama-bench's `pp`) and tg64 (64 single-token steps from an empty cache, llama-bench's `tg`);
+- `llama-bench -p 128 -n 64` of upstream llama.cpp on the TQ2_0 fixture (arch `bitnet`), from the manifest that
+  `xtask fetch-cpp --flavor llama.cpp --sdist` writes, and of bitnet.cpp on the I2_S fixture when
+  `$BITNET_CPP_DIR` holds a built fork;
+- the decode roofline: bytes read per token (every matmul weight at its stored size, the F16 lm_head, the norms)
+  divided by the bandwidth.
+
+Prints a table on stdout (progress on stderr); `--json PATH` also writes every figure. Fixtures are generated with
+`bitnet.formats.fixtures.generate_fixture` (about 1 min and 1.2 GB each) into `--fixture-dir` if missing.
+
+    .venv/bin/python bench/cpu.py --threads 1,2 --json bench-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from bitnet.kernels import native
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def log(msg: str) -> None:
+    print(f"[bench/cpu] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+def fixture(fmt: str, arch: str, out_dir: Path) -> Path:
+    from bitnet.formats.fixtures import generate_fixture
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for cand in sorted(out_dir.glob(f"bitnet-2b-{fmt}*.gguf")):
+        if (arch in cand.name) or arch == "bitnet-b1.58" and cand.name == f"bitnet-2b-{fmt}.gguf":
+            return cand
+    log(f"generating the 2b {fmt} fixture (arch {arch}) in {out_dir} (about a minute)")
+    return Path(generate_fixture("2b", fmt, arch=arch, out_dir=out_dir, seed=0))
+
+
+def weights_bytes_per_token(path: Path) -> dict[str, int]:
+    """Bytes a decode step reads: all 2-D weights at their stored size (the tied lm_head counted once more is
+    `token_embd`, read whole) plus the 1-D norms; the embedding row itself is negligible."""
+    from bitnet.formats.gguf_reader import open_gguf
+
+    g = open_gguf(path)
+    ternary = sum(t.n_bytes for t in g.tensors.values() if t.type_name in ("i2_s", "tq2_0", "tq1_0"))
+    norms = sum(t.n_bytes for t in g.tensors.values() if len(t.shape) == 1)
+    head = g.tensors.get("output.weight") or g.tensors["token_embd.weight"]
+    return {"ternary": ternary, "lm_head": head.n_bytes, "norms": norms, "total": ternary + head.n_bytes + norms}
+
+
+# ------------------------------------------------------------------------------------------------------ our side
+def kernel_projection(engine: Any, threads: int, reps: int) -> dict[str, float]:
+    """Per-token time of just the matmul kernels at the model's shapes (the weights of every layer, one GEMV each)."""
+    from bitnet.kernels.weights import QuantWeight
+
+    native.set_threads(threads)
+    layers = engine.weights.layers
+    ws: list[QuantWeight] = []
+    for lw in layers:
+        ws.extend(v for v in vars(lw).values() if isinstance(v, QuantWeight) and v.is_ternary)
+    profile = engine.profile
+    xs = {w.n_in: np.random.default_rng(0).standard_normal(w.n_in).astype(np.float32) for w in ws}
+    head = engine.weights.output if getattr(engine.weights, "output", None) is not None else engine.weights.token_embd
+    h16 = np.asarray(head.data)
+    x = xs[h16.shape[1]] if h16.shape[1] in xs else np.zeros(h16.shape[1], np.float32)
+    body, lm = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for w in ws:
+            native.ternary_matmul(xs[w.n_in], w, profile)
+        t1 = time.perf_counter()
+        if head.fmt == "f16":
+            native.f16_matmul(x, h16)
+        t2 = time.perf_counter()
+        body.append(t1 - t0)
+        lm.append(t2 - t1)
+    b, h = min(body), min(lm)
+    return {"body_ms": b * 1e3, "lm_head_ms": h * 1e3, "calls": len(ws), "projected_tok_s": 1.0 / (b + h)}
+
+
+def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics: str) -> dict[str, Any]:
+    from bitnet.model import load_model
+
+    native.set_threads(threads)
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    t0 = time.perf_counter()
+    engine = load_model(path, threads=threads, numerics=numerics)
+    load_s = time.perf_counter() - t0
+    mem = proc.memory_full_info()
+    # resident memory that is not the file mapping: anonymous memory (uss minus file-backed shared pages is not
+    # portable, so count RSS growth minus the mapped file's resident pages)
+    mapped = sum(m.rss for m in proc.memory_maps() if m.path == str(path.resolve()))
+    res = {"load_s": load_s, "rss_beyond_map_mib": (mem.rss - rss0 - mapped) / 2**20}
+    rng = np.random.default_rng(0)
+    vocab = engine.config.vocab_size
+    prompt = rng.integers(0, min(vocab, 32000), size=pp)
+    pp_t, tg_t = [], []
+    res["kernels"] = kernel_projection(engine, threads, max(2, reps))
+    for _ in range(reps):
+        engine.reset()
+        t0 = time.perf_counter()
+        engine.prefill(prompt)
+        pp_t.append(time.perf_counter() - t0)
+        engine.reset()
+        tok = int(prompt[0])
+        t0 = time.perf_counter()
+        for _ in range(tg):
+            logits = engine.decode_step(tok)
+            tok = int(np.argmax(logits))
+        tg_t.append(time.perf_counter() - t0)
+    res["pp_tok_s"] = [pp / t for t in pp_t]
+    res["tg_tok_s"] = [tg / t for t in tg_t]
+    res["describe"] = {k: v for k, v in engine.describe().items() if isinstance(v, (str, int, float, bool))}
+    del engine
+    return res
+
+
+# ------------------------------------------------------------------------------------------------------ references
+def llama_bench_binary(flavor: str) -> Path | None:
+    from bitnet.crossval.cpp import read_manifest
+
+    try:
+        m = read_manifest(flavor)
+    except Exception as exc:  # a broken manifest is reported, not fatal for our own figures
+        log(f"cannot read the {flavor} manifest: {exc}")
+        return None
+    p = m.artifact("bin:llama-bench") if m is not None else None
+    if p is None and flavor == "bitnet" and os.environ.get("BITNET_CPP_DIR"):
+        cand = Path(os.environ["BITNET_CPP_DIR"]) / "build" / "bin" / "llama-bench"
+        p = cand if cand.exists() else None
+    return Path(p) if p is not None and Path(p).exists() else None
+
+
+def run_llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, reps: int) -> dict[str, Any]:
+    cmd = [str(binary), "-m", str(model), "-t", str(threads), "-p", str(pp), "-n", str(tg), "-r", str(reps),
+           "-o", "json"]
+    log("running " + " ".join(cmd))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                         env=dict(os.environ, LD_LIBRARY_PATH=str(binary.parent) + ":" + os.environ.get(
+                             "LD_LIBRARY_PATH", "")))
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()[-500:], "cmd": cmd}
+    rows = json.loads(out.stdout)
+    res: dict[str, Any] = {"cmd": cmd}
+    for r in rows:
+        key = "pp_tok_s" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg_tok_s"
+        res[key] = r.get("samples_ts") or [r.get("avg_ts")]
+        res["build"] = r.get("build_commit")
+    return res
+
+
+# ------------------------------------------------------------------------------------------------------ report
+def med(v: Any) -> float | None:
+    return float(statistics.median(v)) if isinstance(v, list) and v else None
+
+
+def table(results: dict[str, Any]) -> str:
+    bw = results["bandwidth_gb_s"]
+    lines = [
+        f"machine: {results['cpu']}, {results['cores']} cores, native ISA {results['isa']}, "
+        f"load avg at start {results['loadavg_start']}",
+        "read bandwidth GB/s: " + ", ".join(f"{t} t: {v:.1f}" for t, v in bw.items()),
+        "",
+        f"{'engine':<26}{'fmt':<7}{'thr':>4}{'pp tok/s':>10}{'tg tok/s':>10}{'roofline':>10}{'% roof':>8}",
+    ]
+    for row in results["rows"]:
+        pp, tg = med(row.get("pp_tok_s")), med(row.get("tg_tok_s"))
+        roof = row.get("roofline_tok_s")
+        lines.append(
+            f"{row['engine']:<26}{row['fmt']:<7}{row['threads']:>4}"
+            f"{(f'{pp:.1f}' if pp else '-'):>10}{(f'{tg:.2f}' if tg else '-'):>10}"
+            f"{(f'{roof:.1f}' if roof else '-'):>10}{(f'{100 * tg / roof:.0f}%' if tg and roof else '-'):>8}"
+            + (f"   {row['note']}" if row.get("note") else "")
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--pp", type=int, default=128)
+    ap.add_argument("--tg", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--formats", default="i2_s,tq2_0")
+    ap.add_argument("--numerics", default="default", choices=["default", "bitnet-cpp"])
+    ap.add_argument("--fixture-dir", type=Path, default=Path(os.environ.get("BITNET_BENCH_DIR", REPO / "models")))
+    ap.add_argument("--no-engine", action="store_true", help="only bandwidth, kernels and the references")
+    ap.add_argument("--no-reference", action="store_true", help="skip llama-bench")
+    ap.add_argument("--json", type=Path, help="also write all figures here")
+    args = ap.parse_args()
+    if not native.available():
+        log(f"native kernels unavailable ({native.unavailable_reason()}): the figures are the numpy reference's")
+    threads = [int(t) for t in args.threads.split(",")]
+    results: dict[str, Any] = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "isa": native.isa() if native.available() else "none",
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "config": vars(args) | {"fixture_dir": str(args.fixture_dir), "json": str(args.json)},
+        "bandwidth_gb_s": {},
+        "rows": [],
+    }
+    for t in threads:
+        results["bandwidth_gb_s"][t] = native.read_bandwidth(1 << 30, 5, t) if native.available() else float("nan")
+        log(f"read bandwidth {t} thread(s): {results['bandwidth_gb_s'][t]:.1f} GB/s")
+    arch_of = {"i2_s": "bitnet-b1.58", "tq2_0": "bitnet", "tq1_0": "bitnet"}
+    ref_of = {"i2_s": ("bitnet", "bitnet.cpp llama-bench"), "tq2_0": ("llama.cpp", "llama.cpp llama-bench"),
+              "tq1_0": ("llama.cpp", "llama.cpp llama-bench")}
+    for fmt in args.formats.split(","):
+        path = fixture(fmt, arch_of[fmt], args.fixture_dir)
+        bpt = weights_bytes_per_token(path)
+        results.setdefault("bytes_per_token", {})[fmt] = bpt
+        ref_bin = None if args.no_reference else llama_bench_binary(ref_of[fmt][0])
+        for t in threads:
+            roof = results["bandwidth_gb_s"][t] * 1e9 / bpt["total"]
+            if not args.no_engine:
+                log(f"our engine, {fmt}, {t} thread(s)")
+                r = engine_bench(path, t, args.pp, args.tg, args.reps, args.numerics)
+                r.update(engine="bitnet-py", fmt=fmt, threads=t, roofline_tok_s=roof)
+                results["rows"].append(r)
+                k = r["kernels"]
+                results["rows"].append({
+                    "engine": "bitnet-py kernels only", "fmt": fmt, "threads": t, "roofline_tok_s": roof,
+                    "tg_tok_s": [k["projected_tok_s"]], "kernels": k,
+                    "note": f"projected: body {k['body_ms']:.1f} ms + lm_head {k['lm_head_ms']:.1f} ms",
+                })
+            if ref_bin is not None:
+                r = run_llama_bench(ref_bin, path, t, args.pp, args.tg, args.reps)
+                r.update(engine=ref_of[fmt][1], fmt=fmt, threads=t, roofline_tok_s=roof)
+                if "error" in r:
+                    r["note"] = "failed: " + r["error"].splitlines()[-1][:80] if r["error"] else "failed"
+                results["rows"].append(r)
+            elif not args.no_reference:
+                results["rows"].append({"engine": ref_of[fmt][1], "fmt": fmt, "threads": t,
+                                        "note": "not built (xtask fetch-cpp / BITNET_CPP_DIR)"})
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(table(results))
+    if args.json:
+        _write_json(args.json, results)
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.move(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
