@@ -131,6 +131,18 @@ def test_failure_classes_exit_codes_and_error_events(hub, tmp_path, capsys, monk
     assert rc == code and envelope["ok"] is False and envelope["error"]["exit_code"] == code
 
 
+def test_offline_env_makes_no_request(hub, tmp_path, capsys, monkeypatch):
+    data = os.urandom(10_000)
+    hub.add(REPO, MODEL, data)
+    assert xtask(capsys, "download-model", "--out", str(tmp_path), "--no-tokenizer")[0] == 0
+    n = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc, (env,), _ = xtask(capsys, "download-model", "--out", str(tmp_path), "--no-tokenizer", "--format", "json")
+    assert rc == 0 and env["model"]["status"] == "up_to_date" and env["model"]["verified"]
+    rc, _, _ = xtask(capsys, "download-model", "--out", str(tmp_path), "--file", "other.gguf", "--no-tokenizer")
+    assert rc == 20 and len(hub.requests) == n
+
+
 def test_usage_errors_from_click_exit_2(hub, tmp_path, capsys):
     rc, _, _ = xtask(capsys, "download-model", "--retries", "-1", "--out", str(tmp_path))
     assert rc == 2

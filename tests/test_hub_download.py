@@ -94,6 +94,15 @@ def test_download_verifies_lfs_sha256_and_writes_sidecar(hub, tmp_path, content,
     assert [e["event"] for e in rig.events() if e["event"] != "progress"] == ["start", "done"]
 
 
+def test_renamed_repo_relative_redirect_is_followed(hub, tmp_path, content):
+    hub.add(REPO, NAME, content)
+    hub.renamed["org/old-name"] = REPO
+    rig = Rig(hub, tmp_path)
+    result = rig.get(repo="org/old-name")
+    assert result.verified and result.commit == COMMIT and result.path.read_bytes() == content
+    assert [r.status for r in hub.requests if r.method == "HEAD"] == [307, 302]
+
+
 def test_rerun_gets_304_and_skips(hub, tmp_path, content):
     f = hub.add(REPO, NAME, content)
     rig = Rig(hub, tmp_path)

@@ -12,6 +12,7 @@ Retry-After in both forms, 5xx, a connection dropped mid-body, a short body, wro
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections import deque
@@ -20,6 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+
+# Tests never talk to huggingface.co: huggingface_hub would otherwise fetch its agent registry from there
+# (read when huggingface_hub is first imported, so this is best effort if another module imported it earlier).
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -92,6 +97,7 @@ class FakeHub:
         self.requests: list[Seen] = []
         self.redirect_lfs = redirect_lfs
         self.honour_range = True
+        self.renamed: dict[str, str] = {}  # old repo id -> new repo id
         self.honour_conditional = True  # False: never answers 304 (some mirrors and proxies)
         self.trickle: tuple[int, float] | None = None  # (bytes per write, seconds between writes)
         self.lock = threading.Lock()
@@ -171,6 +177,8 @@ class FakeHub:
             return self._reply(h, seen, 404, {"X-Error-Code": "RepoNotFound"})
         repo_id, rest = path[1:].split("/resolve/", 1)
         rev, _, name = rest.partition("/")
+        if unquote(repo_id) in self.renamed:  # a renamed repo: relative redirect to the new name, as the Hub does
+            return self._reply(h, seen, 307, {"Location": f"/{self.renamed[unquote(repo_id)]}/resolve/{rest}"})
         repo = self.repos.get(unquote(repo_id))
         if repo is None:
             return self._reply(h, seen, 401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})

@@ -25,8 +25,9 @@ _ENDPOINT = click.option("--endpoint", default=None, metavar="URL",
                          help="Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).")
 _JSON_EVENTS = click.option("--json-events", is_flag=True,
                             help="NDJSON events on stdout (start, progress, retry, done, warning, error).")
-_OFFLINE = click.option("--offline", is_flag=True, envvar="BITNET_OFFLINE",
-                        help="No network: verify the local copy against its sha256 (also BITNET_OFFLINE=1).")
+_OFFLINE = click.option("--offline", is_flag=True, envvar=["BITNET_OFFLINE", "HF_HUB_OFFLINE"],
+                        help="No network: verify the local copy against its sha256 (also BITNET_OFFLINE=1 or "
+                        "HF_HUB_OFFLINE=1).")
 _QUIET = click.option("--quiet", "--no-progress", "quiet", is_flag=True, help="No progress bar.")
 
 
