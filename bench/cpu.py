@@ -48,12 +48,12 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------------------ fixtures
 def fixture(fmt: str, arch: str, out_dir: Path) -> Path:
-    from bitnet.formats.fixtures import generate_fixture
+    from bitnet.formats.fixtures import fixture_filename, generate_fixture
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for cand in sorted(out_dir.glob(f"bitnet-2b-{fmt}*.gguf")):
-        if (arch in cand.name) or arch == "bitnet-b1.58" and cand.name == f"bitnet-2b-{fmt}.gguf":
-            return cand
+    existing = out_dir / fixture_filename("2b", fmt, arch)
+    if existing.exists():
+        return existing
     log(f"generating the 2b {fmt} fixture (arch {arch}) in {out_dir} (about a minute)")
     return Path(generate_fixture("2b", fmt, arch=arch, out_dir=out_dir, seed=0))
 
@@ -67,7 +67,12 @@ def weights_bytes_per_token(path: Path) -> dict[str, int]:
     ternary = sum(t.n_bytes for t in g.tensors.values() if t.type_name in ("i2_s", "tq2_0", "tq1_0"))
     norms = sum(t.n_bytes for t in g.tensors.values() if len(t.shape) == 1)
     head = g.tensors.get("output.weight") or g.tensors["token_embd.weight"]
-    return {"ternary": ternary, "lm_head": head.n_bytes, "norms": norms, "total": ternary + head.n_bytes + norms}
+    return {
+        "ternary": ternary,
+        "lm_head": head.n_bytes,
+        "norms": norms,
+        "total": ternary + head.n_bytes + norms,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------ our side
@@ -82,7 +87,11 @@ def kernel_projection(engine: Any, threads: int, reps: int) -> dict[str, float]:
         ws.extend(v for v in vars(lw).values() if isinstance(v, QuantWeight) and v.is_ternary)
     profile = engine.profile
     xs = {w.n_in: np.random.default_rng(0).standard_normal(w.n_in).astype(np.float32) for w in ws}
-    head = engine.weights.output if getattr(engine.weights, "output", None) is not None else engine.weights.token_embd
+    head = (
+        engine.weights.output
+        if getattr(engine.weights, "output", None) is not None
+        else engine.weights.token_embd
+    )
     h16 = np.asarray(head.data)
     x = xs[h16.shape[1]] if h16.shape[1] in xs else np.zeros(h16.shape[1], np.float32)
     body, lm = [], []
@@ -155,12 +164,31 @@ def llama_bench_binary(flavor: str) -> Path | None:
 
 
 def run_llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, reps: int) -> dict[str, Any]:
-    cmd = [str(binary), "-m", str(model), "-t", str(threads), "-p", str(pp), "-n", str(tg), "-r", str(reps),
-           "-o", "json"]
+    cmd = [
+        str(binary),
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-p",
+        str(pp),
+        "-n",
+        str(tg),
+        "-r",
+        str(reps),
+        "-o",
+        "json",
+    ]
     log("running " + " ".join(cmd))
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
-                         env=dict(os.environ, LD_LIBRARY_PATH=str(binary.parent) + ":" + os.environ.get(
-                             "LD_LIBRARY_PATH", "")))
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=dict(
+            os.environ, LD_LIBRARY_PATH=str(binary.parent) + ":" + os.environ.get("LD_LIBRARY_PATH", "")
+        ),
+    )
     if out.returncode != 0:
         return {"error": out.stderr.strip()[-500:], "cmd": cmd}
     rows = json.loads(out.stdout)
@@ -206,13 +234,17 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--formats", default="i2_s,tq2_0")
     ap.add_argument("--numerics", default="default", choices=["default", "bitnet-cpp"])
-    ap.add_argument("--fixture-dir", type=Path, default=Path(os.environ.get("BITNET_BENCH_DIR", REPO / "models")))
+    ap.add_argument(
+        "--fixture-dir", type=Path, default=Path(os.environ.get("BITNET_BENCH_DIR", REPO / "models"))
+    )
     ap.add_argument("--no-engine", action="store_true", help="only bandwidth, kernels and the references")
     ap.add_argument("--no-reference", action="store_true", help="skip llama-bench")
     ap.add_argument("--json", type=Path, help="also write all figures here")
     args = ap.parse_args()
     if not native.available():
-        log(f"native kernels unavailable ({native.unavailable_reason()}): the figures are the numpy reference's")
+        log(
+            f"native kernels unavailable ({native.unavailable_reason()}): the figures are the numpy reference's"
+        )
     threads = [int(t) for t in args.threads.split(",")]
     results: dict[str, Any] = {
         "cpu": _cpu_name(),
@@ -224,11 +256,16 @@ def main() -> int:
         "rows": [],
     }
     for t in threads:
-        results["bandwidth_gb_s"][t] = native.read_bandwidth(1 << 30, 5, t) if native.available() else float("nan")
+        results["bandwidth_gb_s"][t] = (
+            native.read_bandwidth(1 << 30, 5, t) if native.available() else float("nan")
+        )
         log(f"read bandwidth {t} thread(s): {results['bandwidth_gb_s'][t]:.1f} GB/s")
     arch_of = {"i2_s": "bitnet-b1.58", "tq2_0": "bitnet", "tq1_0": "bitnet"}
-    ref_of = {"i2_s": ("bitnet", "bitnet.cpp llama-bench"), "tq2_0": ("llama.cpp", "llama.cpp llama-bench"),
-              "tq1_0": ("llama.cpp", "llama.cpp llama-bench")}
+    ref_of = {
+        "i2_s": ("bitnet", "bitnet.cpp llama-bench"),
+        "tq2_0": ("llama.cpp", "llama.cpp llama-bench"),
+        "tq1_0": ("llama.cpp", "llama.cpp llama-bench"),
+    }
     for fmt in args.formats.split(","):
         path = fixture(fmt, arch_of[fmt], args.fixture_dir)
         bpt = weights_bytes_per_token(path)
@@ -242,11 +279,17 @@ def main() -> int:
                 r.update(engine="bitnet-py", fmt=fmt, threads=t, roofline_tok_s=roof)
                 results["rows"].append(r)
                 k = r["kernels"]
-                results["rows"].append({
-                    "engine": "bitnet-py kernels only", "fmt": fmt, "threads": t, "roofline_tok_s": roof,
-                    "tg_tok_s": [k["projected_tok_s"]], "kernels": k,
-                    "note": f"projected: body {k['body_ms']:.1f} ms + lm_head {k['lm_head_ms']:.1f} ms",
-                })
+                results["rows"].append(
+                    {
+                        "engine": "bitnet-py kernels only",
+                        "fmt": fmt,
+                        "threads": t,
+                        "roofline_tok_s": roof,
+                        "tg_tok_s": [k["projected_tok_s"]],
+                        "kernels": k,
+                        "note": f"projected: body {k['body_ms']:.1f} ms + lm_head {k['lm_head_ms']:.1f} ms",
+                    }
+                )
             if ref_bin is not None:
                 r = run_llama_bench(ref_bin, path, t, args.pp, args.tg, args.reps)
                 r.update(engine=ref_of[fmt][1], fmt=fmt, threads=t, roofline_tok_s=roof)
@@ -254,8 +297,14 @@ def main() -> int:
                     r["note"] = "failed: " + r["error"].splitlines()[-1][:80] if r["error"] else "failed"
                 results["rows"].append(r)
             elif not args.no_reference:
-                results["rows"].append({"engine": ref_of[fmt][1], "fmt": fmt, "threads": t,
-                                        "note": "not built (xtask fetch-cpp / BITNET_CPP_DIR)"})
+                results["rows"].append(
+                    {
+                        "engine": ref_of[fmt][1],
+                        "fmt": fmt,
+                        "threads": t,
+                        "note": "not built (xtask fetch-cpp / BITNET_CPP_DIR)",
+                    }
+                )
     results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(table(results))
     if args.json:
