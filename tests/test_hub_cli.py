@@ -234,6 +234,8 @@ def test_tokenizer_mirror_is_checked_and_idempotent(hub, tmp_path, capsys, llama
     n = len(hub.requests)
     rc, (env,), _ = xtask(capsys, "tokenizer", "--out", str(tmp_path), "--format", "json")
     assert rc == 0 and env["status"] == "exists" and len(hub.requests) == n
+    rc, events, _ = xtask(capsys, "tokenizer", "--out", str(tmp_path), "--json-events")
+    assert rc == 0 and [(e["event"], e["status"]) for e in events] == [("done", "exists")]
 
 
 def test_tokenizer_with_wrong_vocab_never_lands(hub, tmp_path, capsys):

@@ -55,7 +55,9 @@ def fetch_llama3_tokenizer(
             downloader.sink.emit("info", message=f"existing {dest} is not usable ({exc}); downloading it again")
             force = True
         else:
-            return {"ok": True, "status": "exists", "path": str(dest), "vocab_size": size, "source": source}
+            result = {"ok": True, "status": "exists", "path": str(dest), "vocab_size": size, "source": source}
+            downloader.sink.emit("done", repo=repo, file="tokenizer.json", **result)
+            return result
     if source == "official" and not downloader.token:
         raise AuthError(
             f"the official tokenizer ({repo}) is gated and HF_TOKEN is not set",
