@@ -18,7 +18,7 @@ from bitnet.formats.convert import convert_checkpoint, detect_pre_tokenizer, pac
 from bitnet.formats.fixtures import tokenizer_path_for
 from bitnet.formats.gguf_reader import dequantize, open_gguf
 from bitnet.formats.mapper import mapper_gate, to_gguf, to_hf, to_internal
-from bitnet.formats.ternary import absmean_ternarize, unpack_ternary
+from bitnet.formats.ternary import absmean_ternarize, ternarize, unpack_ternary
 from bitnet.model.config import ModelConfig
 
 PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -79,7 +79,8 @@ def test_convert_float_checkpoint(hf_float_dir, tmp_path, outtype):
         info = f.tensors[name]
         got = dequantize(info)
         if name.split(".")[-2] in PROJ:
-            codes, scale = absmean_ternarize(w)
+            codes, scale = ternarize(w)
+            assert scale == np.float32(np.abs(w).max())  # already ternary: exact scale, not mean|W|
             assert info.type_name == outtype
             if outtype in ("tq1_0", "tq2_0"):
                 c, d = unpack_ternary(outtype, info.data, info.n_elements)
@@ -140,7 +141,7 @@ def test_convert_bf16_checkpoint(fixture_model, tmp_path):
     out = convert_checkpoint(src, tmp_path / "b.gguf", "tq2_0")
     f = open_gguf(out)
     w_bf16 = torch.from_numpy(floats["blk.0.ffn_up.weight"]).to(torch.bfloat16).float().numpy()
-    codes, _ = absmean_ternarize(w_bf16)
+    codes, _ = ternarize(w_bf16)
     c, _ = unpack_ternary("tq2_0", f.tensors["blk.0.ffn_up.weight"].data, w_bf16.size)
     assert np.array_equal(c.reshape(w_bf16.shape), codes)
     norm = dequantize(f.tensors["blk.0.attn_norm.weight"])
@@ -211,3 +212,52 @@ def test_detect_pre_tokenizer():
     assert detect_pre_tokenizer({"pre_tokenizer": llama3}) == "llama-bpe"
     with pytest.raises(FormatError):
         detect_pre_tokenizer({"pre_tokenizer": {"type": "Metaspace"}})
+
+
+def test_ternarize_is_exact_on_ternary_and_absmean_otherwise():
+    rng = np.random.default_rng(3)
+    t = rng.integers(-1, 2, size=(8, 128)).astype(np.int8)
+    codes, s = ternarize(t.astype(np.float32) * np.float32(0.037))
+    assert np.array_equal(codes, t) and s == np.float32(0.037)
+    w = rng.standard_normal((8, 128)).astype(np.float32)
+    c1, s1 = ternarize(w)
+    c2, s2 = absmean_ternarize(w)
+    assert np.array_equal(c1, c2) and s1 == s2
+
+
+GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+
+
+@pytest.mark.skipif(not GOLDEN.exists(), reason="golden bitnet.cpp files not present")
+def test_requantize_f32_gguf_reproduces_llama_quantize_byte_for_byte(tmp_path, capsys):
+    """`convert tiny-f32.gguf --outtype i2_s` must equal Microsoft's `llama-quantize ... I2_S 1` output, except
+    the 28 unused tail bytes of each I2_S tensor (uninitialized memory in llama-quantize)."""
+    out = tmp_path / "tiny-i2_s.gguf"
+    code = run_cli(bitnet_cli, ["convert", str(GOLDEN / "tiny-f32.gguf"), "--outtype", "i2_s", "--out", str(out),
+                                "--format", "json"])  # fmt: skip
+    assert code == 0 and json.loads(capsys.readouterr().out)["tensor_types"]["i2_s"]["count"] == 14
+    ours, theirs = bytearray(out.read_bytes()), bytearray((GOLDEN / "tiny-i2_s.gguf").read_bytes())
+    assert len(ours) == len(theirs)
+    for t in open_gguf(GOLDEN / "tiny-i2_s.gguf").tensors.values():
+        if t.type_name == "i2_s":
+            start, end = t.offset + t.n_elements // 4 + 4, t.offset + t.n_bytes
+            ours[start:end] = theirs[start:end]
+    assert ours == theirs
+
+
+def test_requantize_to_tq_keeps_codes(fixture_model, tmp_path):
+    src = fixture_model("tiny", "i2_s", "bitnet-b1.58")
+    out = run_cli(bitnet_cli, ["convert", str(src), "--outtype", "tq1_0", "--out", str(tmp_path / "t.gguf")])
+    assert out == 0
+    a, b = open_gguf(src), open_gguf(tmp_path / "t.gguf")
+    assert (
+        b.metadata["general.file_type"] == 36
+        and b.metadata["tokenizer.ggml.tokens"] == a.metadata["tokenizer.ggml.tokens"]
+    )
+    for name, info in a.tensors.items():
+        if info.type_name == "i2_s":
+            ca, _ = unpack_ternary("i2_s", info.data, info.n_elements)
+            cb, _ = unpack_ternary("tq1_0", b.tensors[name].data, info.n_elements)
+            assert np.array_equal(ca, cb), name
+        else:
+            assert np.array_equal(np.asarray(info.data), np.asarray(b.tensors[name].data)), name

@@ -1,8 +1,9 @@
 """Hugging Face BitNet checkpoint folder → GGUF (I2_S, TQ1_0, TQ2_0, F16 or F32), tensor by tensor.
 
 Two checkpoint forms exist for the 2B-4T model and are both handled:
-- bf16 master weights (`microsoft/bitnet-b1.58-2B-4T-bf16`): projections are ternarized here with absmean
-  (per tensor, round half to even), exactly the fake-quant Microsoft's converters apply;
+- float master weights (`microsoft/bitnet-b1.58-2B-4T-bf16`): projections are ternarized here with absmean
+  (per tensor, round half to even), exactly the fake-quant Microsoft's converters apply; a float tensor that is
+  already ternary x one scale keeps its exact codes and scale (`ternary.ternarize`);
 - the packed form (`quantization_config.quant_method == "bitnet"`): uint8 `[out/4, in]`, the value at bit pair k
   of packed row r is row `k*(out/4) + r`, `w = code - 1`, and a per-tensor `weight_scale` that transformers'
   BitLinear uses as a **divisor** (`y / (input_scale * weight_scale)` in `integrations/bitnet.py`, 5.x), so the
@@ -25,7 +26,7 @@ from bitnet.formats.ggml_types import FILE_TYPE, GGMLType, as_type
 from bitnet.formats.gguf_writer import TensorSpec, write_gguf
 from bitnet.formats.mapper import to_gguf
 from bitnet.formats.safetensors_io import SafeTensor, open_checkpoint
-from bitnet.formats.ternary import absmean_ternarize, pack_ternary
+from bitnet.formats.ternary import pack_ternary, ternarize
 from bitnet.formats.vocab import gguf_tokenizer_metadata
 from bitnet.model.config import ModelConfig
 
@@ -69,7 +70,7 @@ def ternary_from_hf(weight: SafeTensor, weight_scale: SafeTensor | None) -> tupl
     w = weight.float32()
     if w.ndim != 2:
         raise FormatError(f"{weight.name}: projection must be 2-D, got shape {w.shape}")
-    return absmean_ternarize(w)
+    return ternarize(w)
 
 
 def detect_pre_tokenizer(tokenizer: dict[str, Any]) -> str:
@@ -224,3 +225,54 @@ def convert_checkpoint(
         **_tokenizer_metadata(src, cfg, pre),
     }
     return write_gguf(out, cfg.arch, metadata, specs, progress=progress)
+
+
+def requantize_gguf(
+    src: str | Path,
+    out: str | Path,
+    outtype: str = "i2_s",
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Path:
+    """Re-encode the ternary projections of a BitNet GGUF (e.g. Microsoft's F32 export) as `outtype`.
+
+    What `llama-quantize <f32> <out> I2_S 1` does in bitnet.cpp: projections become ternary (exact codes and
+    scale when the tensor already is ternary x scale, absmean otherwise); every other tensor (F16 embedding, F32
+    norms) and every metadata key are copied with their original types; only `general.file_type` changes.
+    """
+    from bitnet.formats.gguf_reader import dequantize, open_gguf
+    from bitnet.formats.gguf_writer import typed_metadata
+    from bitnet.formats.mapper import to_internal
+    from bitnet.formats.ternary import pack_ternary
+
+    if outtype not in OUTTYPES:
+        raise UsageError(f"unknown outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
+    f = open_gguf(src)
+    specs: list[TensorSpec] = []
+    for name, info in f.tensors.items():
+        internal = to_internal(name) or ""
+        is_proj = name.endswith(".weight") and len(info.shape) == 2 and any(
+            internal.endswith(f"{p}.weight") for p in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        )  # fmt: skip
+        if not is_proj:
+            specs.append(TensorSpec(name, info.ggml_type, info.shape, info.data))
+            continue
+        n_in = info.shape[0]
+        block = 256 if outtype in ("tq1_0", "tq2_0") else 128 if outtype == "i2_s" else 1
+        if n_in % block:
+            raise FormatError(f"{name}: {outtype} needs rows that are a multiple of {block}, got {n_in}")
+
+        def produce(info: Any = info) -> np.ndarray:
+            codes, scale = ternarize(dequantize(info))
+            if outtype in ("f16", "f32"):
+                return (codes.astype(np.float32) * scale).astype("<f2" if outtype == "f16" else "<f4")
+            return pack_ternary(outtype, codes, scale)
+
+        specs.append(TensorSpec(name, int(as_type(outtype)), info.shape, produce))
+    metadata = typed_metadata(f)
+    metadata["general.file_type"] = FILE_TYPE[outtype]
+    if f.value_types.get("general.file_type") is not None:
+        from bitnet.formats.gguf_writer import Typed
+
+        metadata["general.file_type"] = Typed(FILE_TYPE[outtype], f.value_types["general.file_type"])
+    return write_gguf(out, f.arch, metadata, specs, alignment=f.alignment, progress=progress)

@@ -99,6 +99,8 @@ class GGUFFile:
     metadata: dict[str, Any]
     tensors: dict[str, TensorInfo]
     value_types: dict[str, int] = field(default_factory=dict, repr=False)
+    #: element type of each array-valued key (so a file can be rewritten with the same types)
+    array_types: dict[str, int] = field(default_factory=dict, repr=False)
     _mmap: Any = field(default=None, repr=False)
 
     @property
@@ -126,6 +128,7 @@ class _Cursor:
         self.buf = buf
         self.size = size
         self.pos = 0
+        self.last_etype: int | None = None
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -178,6 +181,8 @@ class _Cursor:
             if depth >= MAX_ARRAY_NESTING:
                 raise FormatError(f"{what}: arrays nested deeper than {MAX_ARRAY_NESTING}")
             etype = self.u32(f"element type of {what}")
+            if depth == 0:
+                self.last_etype = etype
             count = self.u64(f"element count of {what}")
             return self.array(etype, count, what, depth + 1)
         raise FormatError(f"{what}: unknown GGUF value type {vtype}")
@@ -257,6 +262,7 @@ def _parse(path: Path, mm: mmap.mmap, size: int) -> GGUFFile:
 
     metadata: dict[str, Any] = {}
     value_types: dict[str, int] = {}
+    array_types: dict[str, int] = {}
     for i in range(n_kv):
         key = cur.string(f"key of metadata entry {i}")
         vtype = cur.u32(f"value type of {key!r}")
@@ -264,6 +270,8 @@ def _parse(path: Path, mm: mmap.mmap, size: int) -> GGUFFile:
             raise FormatError(f"duplicate metadata key {key!r}")
         metadata[key] = cur.value(vtype, f"value of {key!r}")
         value_types[key] = vtype
+        if vtype == ARRAY and cur.last_etype is not None:
+            array_types[key] = cur.last_etype
 
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if (
@@ -308,6 +316,7 @@ def _parse(path: Path, mm: mmap.mmap, size: int) -> GGUFFile:
         metadata=metadata,
         tensors=tensors,
         value_types=value_types,
+        array_types=array_types,
         _mmap=mm,
     )
 

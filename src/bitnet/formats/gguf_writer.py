@@ -264,7 +264,9 @@ def write_gguf(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a model file should get the usual permissions
+        os.fchmod(
+            fd, default_file_mode()
+        )  # mkstemp makes 0600; a model file should get the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(header)
             for i, spec in enumerate(specs):
@@ -291,4 +293,19 @@ def write_gguf(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return out
+
+
+def typed_metadata(f: Any, *, skip: tuple[str, ...] = ("general.architecture",)) -> dict[str, Any]:
+    """A read GGUFFile's metadata wrapped in `Typed`, so rewriting it keeps every key's original GGUF type."""
+    out: dict[str, Any] = {}
+    for key, value in f.metadata.items():
+        if key in skip:
+            continue
+        vtype = f.value_types[key]
+        if vtype == ARRAY:
+            etype = f.array_types.get(key)
+            out[key] = Typed(value, etype) if etype is not None and etype != ARRAY else value
+        else:
+            out[key] = Typed(value, vtype)
     return out

@@ -45,6 +45,21 @@ def absmean_ternarize(w: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.
     return codes, scale
 
 
+def ternarize(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """Codes and scale of a weight: exact when `w` is already ternary x one scale, absmean otherwise.
+
+    Why: re-applying absmean to an already fake-quantized tensor (W = T*s, e.g. an F32 GGUF from Microsoft's
+    converter) keeps the codes but shrinks the scale to mean|W| = s * (fraction of nonzeros), silently changing
+    the model. Like llama-quantize's `quantize_i2_s` (scale = max|W|), an exactly ternary tensor keeps s.
+    """
+    w32 = np.asarray(w, dtype=np.float32)
+    a = np.abs(w32)
+    s = np.float32(a.max()) if a.size else np.float32(0)
+    if s > 0 and bool(np.all((a == 0) | (a == s))):
+        return np.sign(w32).astype(np.int8), s
+    return absmean_ternarize(w32)
+
+
 def _check_codes(codes: np.ndarray, block: int, what: str) -> np.ndarray:
     flat = np.asarray(codes).reshape(-1)
     if flat.size == 0 or flat.size % block:

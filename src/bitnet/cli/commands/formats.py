@@ -106,7 +106,7 @@ def gate_mapper(model: Path, out: Output) -> int:
 
 
 @click.command("convert")
-@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--outtype",
     default="i2_s",
@@ -114,21 +114,33 @@ def gate_mapper(model: Path, out: Output) -> int:
     type=click.Choice(["i2_s", "tq1_0", "tq2_0", "f16", "f32"]),
 )
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output GGUF (default: SRC/ggml-model-<outtype>.gguf).")  # fmt: skip
+              help="Output GGUF (default: ggml-model-<outtype>.gguf in SRC, or next to a GGUF SRC).")  # fmt: skip
 @click.option(
     "--pre", default=None, help="llama.cpp pre-tokenizer name (default: detected from tokenizer.json)."
 )
 @with_output
 def convert(src: Path, outtype: str, out_path: Path | None, pre: str | None, out: Output) -> None:
-    """Convert a Hugging Face BitNet checkpoint folder to GGUF (bf16 or packed-uint8 weights)."""
-    from bitnet.formats.convert import convert_checkpoint
+    """Convert a Hugging Face BitNet checkpoint folder (bf16 or packed uint8) to GGUF, or re-encode the
+    projections of a BitNet GGUF file (like bitnet.cpp's `llama-quantize ... I2_S 1`)."""
+    from bitnet.errors import UsageError
+    from bitnet.formats.convert import convert_checkpoint, requantize_gguf
     from bitnet.formats.inspect import inspect_model
 
-    target = out_path or src / f"ggml-model-{outtype}.gguf"
+    def log(name: str, i: int, n: int) -> None:
+        out.log(f"[{i}/{n}] {name}")
+
     t0 = time.perf_counter()
-    path = convert_checkpoint(
-        src, target, outtype, pre=pre, progress=lambda name, i, n: out.log(f"[{i}/{n}] {name}")
-    )
+    if src.is_dir():
+        path = convert_checkpoint(
+            src, out_path or src / f"ggml-model-{outtype}.gguf", outtype, pre=pre, progress=log
+        )
+    else:
+        if pre is not None:
+            raise UsageError("--pre applies to HF checkpoint folders; a GGUF source keeps its vocabulary")
+        target = out_path or src.with_name(f"{src.stem}-{outtype}.gguf")
+        if target.resolve() == src.resolve():
+            raise UsageError("--out must differ from the source file")
+        path = requantize_gguf(src, target, outtype, progress=log)
     info = inspect_model(path, with_tensors=False)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     out.result(
