@@ -124,6 +124,17 @@ def test_server_without_304_still_skips_an_unchanged_file(hub, tmp_path, content
     assert again.status == "up_to_date" and again.verified and len(hub.gets()) == 1
 
 
+def test_lost_sidecar_is_rebuilt_from_a_verified_file(hub, tmp_path, content):
+    hub.add(REPO, NAME, content)
+    rig = Rig(hub, tmp_path)
+    rig.get()
+    sidecar = rig.dest().with_name(NAME + ".download.json")
+    sidecar.unlink()  # as if killed between the rename and the sidecar write
+    assert rig.get().status == "up_to_date" and sidecar.exists()
+    rig.get()
+    assert hub.requests[-1].status == 304 and len(hub.gets()) == 1
+
+
 def test_damaged_local_copy_is_replaced(hub, tmp_path, content):
     hub.add(REPO, NAME, content)
     rig = Rig(hub, tmp_path)

@@ -348,6 +348,10 @@ class Downloader:
             remove(_sidecar_path(dest))
             return None
         verified = expected is not None and (source != "sidecar" or bool(saved and saved.get("verified")))
+        if saved is None and not remote.not_modified and remote.etag:
+            # e.g. killed between the rename and the sidecar write: record it now so the next run gets its 304
+            _write_sidecar(dest, req, remote, size=dest.stat().st_size, sha256=actual, verified=verified,
+                           source=source, last_modified=remote.last_modified)
         return DownloadResult(
             path=dest,
             repo=req.repo_id,
@@ -478,25 +482,8 @@ class Downloader:
         part.replace(dest)
         fsync_dir(dest.parent)
         meta = read_json(_part_meta_path(dest)) or {}
-        atomic_write_json(
-            _sidecar_path(dest),
-            {
-                "schema_version": SIDECAR_SCHEMA_VERSION,
-                "repo": req.repo_id,
-                "file": req.filename,
-                "revision": req.revision,
-                "commit": remote.commit,
-                "url": url,
-                "etag": remote.etag,
-                "http_etag": remote.http_etag,
-                "last_modified": remote.last_modified or meta.get("last_modified"),
-                "size": size,
-                "sha256": actual,
-                "verified": expected is not None,
-                "sha256_source": source,
-                "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
+        _write_sidecar(dest, req, remote, size=size, sha256=actual, verified=expected is not None, source=source,
+                       last_modified=remote.last_modified or meta.get("last_modified"))
         remove(_part_meta_path(dest))
         return DownloadResult(
             path=dest, repo=req.repo_id, file=req.filename, revision=req.revision, commit=remote.commit,
@@ -669,6 +656,32 @@ def _parse_metadata(resp: httpx.Response) -> RemoteFile:
         http_etag=h.get("ETag"),
         size=_int_or_none(size_header),
         last_modified=h.get("Last-Modified"),
+    )
+
+
+def _write_sidecar(
+    dest: Path, req: DownloadRequest, remote: RemoteFile, *, size: int, sha256: str, verified: bool, source: str,
+    last_modified: str | None,
+) -> None:
+    """`F.download.json`: what `F` is, so the next run can ask for a 304 and check the bytes."""
+    atomic_write_json(
+        _sidecar_path(dest),
+        {
+            "schema_version": SIDECAR_SCHEMA_VERSION,
+            "repo": req.repo_id,
+            "file": req.filename,
+            "revision": req.revision,
+            "commit": remote.commit,
+            "url": remote.url,
+            "etag": remote.etag,
+            "http_etag": remote.http_etag,
+            "last_modified": last_modified,
+            "size": size,
+            "sha256": sha256,
+            "verified": verified,
+            "sha256_source": source,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
     )
 
 
