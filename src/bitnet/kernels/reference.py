@@ -154,30 +154,38 @@ def _exact_dtype(k: int) -> type[np.floating]:
     return np.float32 if k <= 2**15 else np.float64
 
 
-def _ternary_matrix(w: QuantWeight, dtype: type[np.floating]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(weight values as integer-valued floats [n_out, n_in], per-block d or None). I2_S gives raw codes 0..2."""
+def _weight_blocks(w: QuantWeight, dtype: type[np.floating], block: int, raw_codes: bool) -> tuple[np.ndarray, ...]:
+    """Decoded weight as contiguous [n_blocks, block, n_out] integer-valued floats (BLAS-ready), plus the TQ d.
+
+    `raw_codes` keeps I2_S codes 0..2 (the per-token epilogue subtracts Σq); otherwise values are -1/0/+1.
+    """
 
     def make() -> tuple[np.ndarray, ...]:
         if w.fmt == "i2_s":
-            return (decode_i2s_codes(w).astype(dtype),)
-        vals, d = decode_tq2_0(w) if w.fmt == "tq2_0" else decode_tq1_0(w)
-        return (vals.astype(dtype), d)
+            vals, extra = decode_i2s_codes(w).astype(np.int8), ()
+            if not raw_codes:
+                vals = vals - 1
+        else:
+            vals, d = decode_tq2_0(w) if w.fmt == "tq2_0" else decode_tq1_0(w)
+            extra = (d,)
+        nb = w.n_in // block
+        wb = np.ascontiguousarray(vals.reshape(w.n_out, nb, block).transpose(1, 2, 0), dtype=dtype)
+        return (wb, *extra)
 
     if w.fmt not in ("i2_s", "tq2_0", "tq1_0"):
         raise InvalidInputError(f"{w.name}: {w.fmt!r} is not a ternary format")
-    got = DECODE_CACHE.get(w, f"{w.fmt}:{np.dtype(dtype).name}", make)
-    return got[0], (got[1] if len(got) > 1 else None)
+    return DECODE_CACHE.get(w, f"{w.fmt}:{np.dtype(dtype).name}:{block}:{raw_codes}", make)
 
 
 # ---------------------------------------------------------------------------------------------- ternary matmul
-def block_sums(q: np.ndarray, wv: np.ndarray, block: int) -> np.ndarray:
-    """Exact int32 dots per block: [n_blocks, T, N] with S[b, t, n] = Σ_{k in block b} q[t, k] · wv[n, k]."""
-    t, k = q.shape
-    n = wv.shape[0]
-    nb = k // block
-    qf = q.astype(wv.dtype).reshape(t, nb, block).transpose(1, 0, 2)
-    wf = wv.reshape(n, nb, block).transpose(1, 2, 0)
-    return np.rint(np.matmul(qf, wf)).astype(np.int32)
+def block_sums(q: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """Exact int32 dots per block: [n_blocks, T, N], S[b, t, n] = Σ_{k in block b} q[t, k] · w[n, k]."""
+    nb, block, _ = wb.shape
+    qf = q.astype(wb.dtype)
+    if nb == 1:
+        return np.rint(qf @ wb[0]).astype(np.int32)[None]
+    # 2-D products go through BLAS; numpy's stacked matmul often does not
+    return np.rint(np.stack([qf[:, b * block : (b + 1) * block] @ wb[b] for b in range(nb)])).astype(np.int32)
 
 
 def _accumulate_blocks(sumi: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -193,24 +201,23 @@ def ternary_matmul(qa: QuantizedActivations, w: QuantWeight) -> np.ndarray:
     if qa.q.shape[1] != w.n_in:
         raise InvalidInputError(f"{w.name}: activations have {qa.q.shape[1]} features, weight expects {w.n_in}")
     dtype = _exact_dtype(w.n_in)
-    wv, d_w = _ternary_matrix(w, dtype)
     if w.fmt == "i2_s":
         if w.scale is None:
             raise InvalidInputError(f"{w.name}: I2_S weight without its per-tensor scale")
         w_scale = np.float32(w.scale)
         if qa.profile == "per-token":
-            sumi = block_sums(qa.q, wv, w.n_in)[0]  # Σ code·q with codes 0..2
+            (wb,) = _weight_blocks(w, dtype, w.n_in, raw_codes=True)
+            sumi = block_sums(qa.q, wb)[0]  # Σ code·q with codes 0..2
             out = (sumi.astype(np.float32) - qa.sums[:, 0:1].astype(np.float32)) / qa.scales[:, 0:1] * w_scale
         else:
-            sumi = block_sums(qa.q, wv - 1, QK_K)  # ternary values
-            out = _accumulate_blocks(sumi, qa.scales.T[:, :, None]) * w_scale
+            (wb,) = _weight_blocks(w, dtype, QK_K, raw_codes=False)
+            out = _accumulate_blocks(block_sums(qa.q, wb), qa.scales.T[:, :, None]) * w_scale
     else:
-        assert d_w is not None
+        wb, d_w = _weight_blocks(w, dtype, QK_K, raw_codes=False)
+        sumi = block_sums(qa.q, wb)
         if qa.profile == "per-token":
-            sumi = block_sums(qa.q, wv, QK_K)
             out = _accumulate_blocks(sumi, d_w.T[:, None, :]) / qa.scales[:, 0:1]
         else:
-            sumi = block_sums(qa.q, wv, QK_K)
             out = _accumulate_blocks(sumi, qa.scales.T[:, :, None] * d_w.T[:, None, :])
     return out.astype(np.float32, copy=False)
 
