@@ -102,20 +102,15 @@ def _to_bf16(arr: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(arr, dtype="<f4").view("<u4").astype(np.uint64)
     rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
     is_nan = np.isnan(np.asarray(arr, dtype=np.float32))
-    out = np.where(is_nan, (bits >> 16) | 0x40, rounded).astype("<u2")
-    return out
+    return np.where(is_nan, (bits >> 16) | 0x40, rounded).astype("<u2")
 
 
 def _infer_type(key: str, value: Any) -> tuple[int, Any]:
     if isinstance(value, Typed):
-        if isinstance(value.value, (list, tuple, np.ndarray)):
-            return ValueType.ARRAY, Typed(
-                list(np.asarray(value.value).tolist())
-                if isinstance(value.value, np.ndarray)
-                else list(value.value),
-                value.vtype,
-            )
-        return value.vtype, value.value
+        v = value.value
+        if isinstance(v, (list, tuple, np.ndarray)):  # a typed array: vtype is the element type
+            return ValueType.ARRAY, Typed(v.tolist() if isinstance(v, np.ndarray) else list(v), value.vtype)
+        return value.vtype, v
     if isinstance(value, (bool, np.bool_)):
         return ValueType.BOOL, bool(value)
     if isinstance(value, (int, np.integer)):
