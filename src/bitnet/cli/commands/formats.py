@@ -69,7 +69,7 @@ def gen_fixtures(
     def render(console: Any) -> None:
         table = Table(title="fixtures")
         for col in ("path", "arch", "fmt", "MiB", "sha256", "s"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold", no_wrap=col != "path")
         for r in results:
             table.add_row(r["path"], r["arch"], str(r["fmt"]), f"{r['size_bytes'] / 2**20:.1f}", r["sha256"][:16],
                           f"{r['seconds']:.1f}")  # fmt: skip
