@@ -137,7 +137,10 @@ def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = lambda _m: N
         run = greedy_run(engine, prompt_tokens, spec.tokens)
         log(f"run {i + 1}/{spec.runs}: prefill {run.prefill_ms:.1f} ms, decode {sum(run.step_ms) / len(run.step_ms):.2f} ms/token")
         runs.append(run)
-    counts = REGISTRY.counts()
+    raw_counts = REGISTRY.counts()
+    if any(n < 0 for n in raw_counts.values()):
+        raise BenchmarkError(f"the kernel registry holds negative call counts: {raw_counts}")
+    counts = {k: n for k, n in raw_counts.items() if n > 0}  # an ID whose calls were taken back did not run
     if not counts:
         raise BenchmarkError("no kernel recorded a call: the engine ran nothing the registry knows")
     compute_path, reason = kernel_ids.derive_compute_path(counts)

@@ -40,6 +40,10 @@ RECEIPT_METRICS: dict[str, str] = {
 }
 
 
+#: engine description fields that must match for two receipts to be comparable
+NUMERICS_KEYS = ("profile", "ffn_act", "kv_dtype", "numerics", "activation_dtype", "backend")
+
+
 @dataclass
 class Metric:
     name: str
@@ -156,7 +160,8 @@ def _from_receipt(r: dict[str, Any], name: str) -> MetricsDoc:
         "model_sha256": (r.get("model") or {}).get("sha256"),
         "backend": r.get("backend"),
         "threads": (r.get("environment") or {}).get("threads"),
-        "numerics": (r.get("engine") or {}).get("numerics"),
+        # the numerics that define the workload; not the kernel choice, which is what a new build may change
+        "numerics": {k: ((r.get("engine") or {}).get("numerics") or {}).get(k) for k in NUMERICS_KEYS},
         "prompt_tokens": len(run.get("prompt_tokens") or []),
         "tokens": run.get("tokens_requested"),
     }

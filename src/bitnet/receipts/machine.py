@@ -20,7 +20,7 @@ from typing import Any
 _FLAG_RE = re.compile(r"^(avx.*|sse.*|ssse3|fma|f16c|amx.*|bmi\d|popcnt|neon|asimd.*|sve.*|dotprod|i8mm|vnni.*)$")
 #: environment variables that change numerics or threading
 ENV_VARS = ("BITNET_DETERMINISTIC", "BITNET_SEED", "BITNET_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-            "MKL_NUM_THREADS", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
+            "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
