@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from bitnet.cli.output import OUTPUT_SCHEMA_VERSION, current_output
-from bitnet.errors import BitnetError, ExitCode, exit_code_for
+from bitnet.errors import BitnetError, CheckCouldNotRun, ExitCode, exit_code_for
 
 
 class LazyGroup(click.Group):
@@ -31,11 +31,30 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
             module_name, attr = self.lazy[cmd_name].split(":")
-            module = importlib.import_module(module_name)
-            cmd = getattr(module, attr)
+            try:
+                cmd = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                return _unavailable_command(cmd_name, exc)
             cmd.name = cmd_name
             return cmd
         return super().get_command(ctx, cmd_name)
+
+
+def _unavailable_command(name: str, exc: Exception) -> click.Command:
+    """A command whose module cannot be imported (usually a missing optional dependency) fails alone, clearly."""
+
+    def run(**_: Any) -> None:
+        raise CheckCouldNotRun(
+            f"command {name!r} is unavailable: {exc}",
+            hint="install the extra it needs (see `xtask check-features`)",
+        )
+
+    return click.Command(
+        name,
+        callback=run,
+        help=f"(unavailable: {exc})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
