@@ -188,10 +188,23 @@ def test_float_ops_close_to_reference():
         np.testing.assert_allclose(
             native.attention(q, k, v, start), reference.attention_ref(q, k, v, start), rtol=1e-5, atol=1e-5
         )
-    # float64 activations and f16 rounding are served by the reference kernel, and the receipt says so
+    # float64 activations (the default numerics) run natively in double
+    xd, qd = x.astype(np.float64), rng.standard_normal((2, 20, 128))
+    np.testing.assert_allclose(native.rmsnorm(xd, wn, 1e-5), reference.rmsnorm_ref(xd, wn, 1e-5), rtol=1e-12)
+    pos2 = np.array([3, 4000])
+    np.testing.assert_allclose(
+        native.rope_neox(qd, pos2, 500000.0),
+        reference.rope_neox_ref(qd, pos2, 500000.0),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        native.attention(qd, k, v, 10), reference.attention_ref(qd, k, v, 10), rtol=1e-10
+    )
+    # f16 rounding of P is served by the reference kernel, and the receipt says so
     REGISTRY.reset()
-    native.rmsnorm(x.astype(np.float64), wn, 1e-5)
-    assert REGISTRY.counts() == {"rmsnorm_ref": 1}
+    native.attention(q, k, v, start, round_p_f16=True)
+    assert REGISTRY.counts() == {"attention_ref": 1}
 
 
 def test_dispatch_selects_native_kernels():

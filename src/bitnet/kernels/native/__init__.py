@@ -16,6 +16,7 @@ Environment: `BITNET_NO_NATIVE=1` (disable), `BITNET_NATIVE_ISA=scalar|avx2|avx5
 from __future__ import annotations
 
 import ctypes
+import importlib
 import importlib.machinery
 import logging
 import os
@@ -59,6 +60,12 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bn_rope_neox": (None, [_P, _I64, _I64, _I64, _I64, _P, _F32]),
     "bn_attention": (_INT, [_P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _P, _I64]),
     "bn_read_bandwidth": (ctypes.c_double, [_P, _I64, _INT, _INT, _P]),
+    "bn_rmsnorm_f64": (None, [_P, _P, _I64, _I64, ctypes.c_double, _P]),
+    "bn_rope_neox_f64": (None, [_P, _I64, _I64, _I64, _I64, _P, ctypes.c_double]),
+    "bn_attention_f64": (
+        _INT,
+        [_P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, ctypes.c_double, _P, _I64],
+    ),
 }
 
 
@@ -71,27 +78,30 @@ def _library_path() -> Path | None:
     return None
 
 
-def _load() -> tuple[ctypes.CDLL | None, str | None]:
+def _load() -> tuple[ctypes.CDLL | None, Any, str | None]:
+    """(ctypes handle, the CPython module of the same shared object, reason when unavailable)."""
     if os.environ.get("BITNET_NO_NATIVE", "").strip().lower() in ("1", "true", "yes"):
-        return None, "disabled by BITNET_NO_NATIVE"
+        return None, None, "disabled by BITNET_NO_NATIVE"
     path = _library_path()
     if path is None:
         return (
             None,
-            "the C extension was not built (no compiler at install time?); reinstall with a C compiler",
+            None,
+            "the C extension was not built (no compiler at install time?); reinstall with a compiler",
         )
     try:
+        mod = importlib.import_module(f"{__name__}._bnkernels")
         lib = ctypes.CDLL(str(path))
         for name, (res, args) in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.restype = res
             fn.argtypes = args
-    except (OSError, AttributeError) as exc:
-        return None, f"cannot load {path.name}: {exc}"
-    return lib, None
+    except (OSError, AttributeError, ImportError) as exc:
+        return None, None, f"cannot load {path.name}: {exc}"
+    return lib, mod, None
 
 
-_lib, _reason = _load()
+_lib, _mod, _reason = _load()
 if _lib is None:
     warnings.warn(
         f"bitnet native kernels unavailable ({_reason}); using the numpy reference kernels (slower)",
@@ -156,7 +166,7 @@ def _f16_impl() -> str:
 # ---------------------------------------------------------------------------------------------- quantization
 def quantize(x: np.ndarray, profile: str) -> QuantizedActivations:
     """Native activation quantizer, bit-identical to `bitnet.kernels.quant` for float32 and float64 input."""
-    lib = _need()
+    _need()
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
@@ -179,16 +189,7 @@ def quantize(x: np.ndarray, profile: str) -> QuantizedActivations:
     sums = np.empty((t, nb), dtype=np.int32)
     impl = isa() if (profile == "per-token" and x.dtype == np.float32) else "scalar"
     _check(
-        lib.bn_quantize(
-            _PROFILE_CODE[profile],
-            _ptr(x),
-            int(x.dtype == np.float64),
-            t,
-            k,
-            _ptr(q),
-            _ptr(scales),
-            _ptr(sums),
-        ),
+        _mod.quantize(_PROFILE_CODE[profile], x, int(x.dtype == np.float64), t, k, q, scales, sums),
         "quantize",
     )
     REGISTRY.record(f"quantize_{profile.replace('-', '_')}_{impl}")
@@ -226,56 +227,30 @@ def _check_weight(w: QuantWeight, k: int) -> tuple[int, float]:
 
 def ternary_matmul_q(qa: QuantizedActivations, w: QuantWeight) -> np.ndarray:
     """float32 [T, n_out] from already-quantized activations: the engine's `qgemv` / `qgemm` op."""
-    lib = _need()
+    _need()
     fmt, w_scale = _check_weight(w, qa.q.shape[1])
     t = qa.q.shape[0]
     q = np.ascontiguousarray(qa.q, dtype=np.int8)
     scales = np.ascontiguousarray(qa.scales, dtype=np.float32)
     sums = np.ascontiguousarray(qa.sums, dtype=np.int32)
     y = np.empty((t, w.n_out), dtype=np.float32)
-    _check(
-        lib.bn_ternary_matmul_q(
-            fmt,
-            _ptr(w.data),
-            w.n_out,
-            w.n_in,
-            w_scale,
-            _PROFILE_CODE[qa.profile],
-            _ptr(q),
-            _ptr(scales),
-            _ptr(sums),
-            t,
-            _ptr(y),
-            w.n_out,
-        ),
-        f"{w.fmt} matmul",
+    rc = _mod.ternary_matmul_q(
+        fmt, w.data, w.n_out, w.n_in, w_scale, _PROFILE_CODE[qa.profile], q, scales, sums, t, y
     )
+    _check(rc, f"{w.fmt} matmul")
     REGISTRY.record(f"{_FMT_SHORT[w.fmt]}_{'gemv' if t == 1 else 'gemm'}_{isa()}")
     return y
 
 
 def ternary_matmul(x: np.ndarray, w: QuantWeight, profile: str) -> np.ndarray:
     """Fused activation quantization + ternary matmul on float32 activations [T, K] (or [K]) → float32 [T, n_out]."""
-    lib = _need()
+    _need()
     x2 = np.ascontiguousarray(x.reshape(1, -1) if x.ndim == 1 else x, dtype=np.float32)
     fmt, w_scale = _check_weight(w, x2.shape[1])
     t = x2.shape[0]
     y = np.empty((t, w.n_out), dtype=np.float32)
     _check(
-        lib.bn_ternary_matmul(
-            fmt,
-            _ptr(w.data),
-            w.n_out,
-            w.n_in,
-            w_scale,
-            _PROFILE_CODE[profile],
-            _ptr(x2),
-            t,
-            x2.shape[1],
-            _ptr(y),
-            w.n_out,
-        ),
-        f"{w.fmt} matmul",
+        _mod.ternary_matmul(fmt, w.data, w.n_out, w.n_in, w_scale, _PROFILE_CODE[profile], x2, t, y), "matmul"
     )
     impl = isa()
     REGISTRY.record(f"quantize_{profile.replace('-', '_')}_{impl if profile == 'per-token' else 'scalar'}")
@@ -301,7 +276,7 @@ def ternary_block_sums(w: QuantWeight, q: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- float ops
 def f16_matmul(x: np.ndarray, w16: np.ndarray) -> np.ndarray:
     """float32 [T, M] = x [T, K] · W16ᵀ, W16 an F16 [M, K] matrix (the tied lm_head). x is used as float32."""
-    lib = _need()
+    _need()
     x2 = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
     if w16.dtype != np.float16 or w16.ndim != 2 or not w16.flags.c_contiguous:
         raise InvalidInputError("f16_matmul needs a contiguous float16 [M, K] weight")
@@ -309,7 +284,7 @@ def f16_matmul(x: np.ndarray, w16: np.ndarray) -> np.ndarray:
     if x2.shape[1] != k:
         raise InvalidInputError(f"lm_head: activations have {x2.shape[1]} features, weight expects {k}")
     y = np.empty((x2.shape[0], m), dtype=np.float32)
-    _check(lib.bn_f16_matmul(_ptr(w16), m, k, _ptr(x2), x2.shape[0], k, _ptr(y), m), "f16 matmul")
+    _check(_mod.f16_matmul(w16, m, k, x2, x2.shape[0], y), "f16 matmul")
     REGISTRY.record(f"f16_{'gemv' if x2.shape[0] == 1 else 'gemm'}_lmhead_{_f16_impl()}")
     return y
 
@@ -321,27 +296,35 @@ def lm_head(x: np.ndarray, w: QuantWeight) -> np.ndarray:
     return f16_matmul(x, np.asarray(w.data))
 
 
+def _native_float(x: np.ndarray) -> bool:
+    return _lib is not None and x.dtype in (np.float32, np.float64)
+
+
 def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """ggml rms_norm · weight for float32 activations (float64 activations run the reference kernel)."""
-    if x.dtype != np.float32 or _lib is None:
+    """ggml rms_norm · weight, in the activation dtype (float32: ggml's float/double mix; float64: all double)."""
+    if not _native_float(x):
         return ref.rmsnorm_ref(x, weight, eps)
+    assert _lib is not None
     xc = np.ascontiguousarray(x)
     wc = np.ascontiguousarray(weight, dtype=np.float32)
     y = np.empty_like(xc)
     k = xc.shape[-1]
-    _lib.bn_rmsnorm(_ptr(xc), _ptr(wc), xc.size // k, k, float(eps), _ptr(y))
+    fn = _lib.bn_rmsnorm if xc.dtype == np.float32 else _lib.bn_rmsnorm_f64
+    fn(_ptr(xc), _ptr(wc), xc.size // k, k, float(eps), _ptr(y))
     REGISTRY.record("rmsnorm_scalar")
     return y
 
 
 def rope_neox(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
-    """NEOX RoPE on float32 [T, H, D] (returns a new array; float64 runs the reference kernel)."""
-    if x.dtype != np.float32 or x.ndim != 3 or _lib is None:
+    """NEOX RoPE on [T, H, D] (a new array). float32: ggml's angle recurrence; float64: exact angles."""
+    if not _native_float(x) or x.ndim != 3:
         return ref.rope_neox_ref(x, positions, theta)
-    y = np.array(x, dtype=np.float32, order="C", copy=True)
+    assert _lib is not None
+    y = np.array(x, order="C", copy=True)
     pos = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
     t, h, d = y.shape
-    _lib.bn_rope_neox(_ptr(y), t, h, d, h * d, _ptr(pos), float(theta))
+    fn = _lib.bn_rope_neox if y.dtype == np.float32 else _lib.bn_rope_neox_f64
+    fn(_ptr(y), t, h, d, h * d, _ptr(pos), float(theta))
     REGISTRY.record("rope_neox_scalar")
     return y
 
@@ -355,9 +338,10 @@ def attention(
     round_p_f16: bool = False,
     scores_out: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Causal GQA attention for float32 queries over an f32/f16 cache (tracing and f16 rounding use the reference)."""
-    if q.dtype != np.float32 or round_p_f16 or scores_out is not None or _lib is None:
+    """Causal GQA attention over an f32/f16 cache in the query dtype (f16 rounding of P and tracing: reference)."""
+    if not _native_float(q) or round_p_f16 or scores_out is not None:
         return ref.attention_ref(q, k, v, start_pos, round_p_f16=round_p_f16, scores_out=scores_out)
+    assert _lib is not None
     qc = np.ascontiguousarray(q)
     kc = np.ascontiguousarray(k, dtype=np.float32)
     vc = np.ascontiguousarray(v, dtype=np.float32)
@@ -366,24 +350,22 @@ def attention(
     if s < start_pos + t:
         raise InvalidInputError(f"attention: {s} cached positions, need {start_pos + t}")
     out = np.empty_like(qc)
-    _check(
-        _lib.bn_attention(
-            _ptr(qc),
-            t,
-            h * d,
-            _ptr(kc),
-            _ptr(vc),
-            hkv * d,
-            start_pos,
-            h,
-            hkv,
-            d,
-            float(1.0 / np.sqrt(d)),
-            _ptr(out),
-            h * d,
-        ),
-        "attention",
+    fn = _lib.bn_attention if qc.dtype == np.float32 else _lib.bn_attention_f64
+    args = (
+        t,
+        h * d,
+        _ptr(kc),
+        _ptr(vc),
+        hkv * d,
+        start_pos,
+        h,
+        hkv,
+        d,
+        float(1.0 / np.sqrt(d)),
+        _ptr(out),
+        h * d,
     )
+    _check(fn(_ptr(qc), *args), "attention")
     REGISTRY.record("attention_scalar")
     return out
 

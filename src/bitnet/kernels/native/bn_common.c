@@ -610,3 +610,88 @@ double bn_read_bandwidth(const uint8_t *buf, int64_t n, int passes, int nth, uin
     if (checksum) *checksum = total;
     return best;
 }
+
+/* ---- float64 variants (the engine's default numerics keeps hidden states in float64) ------------------------ */
+
+void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, double eps, double *y) {
+    for (int64_t n = 0; n < N; n++) {
+        const double *xr = x + n * K;
+        double *yr = y + n * K;
+        double sum = 0.0;
+        for (int64_t k = 0; k < K; k++) sum += xr[k] * xr[k];
+        const double scale = 1.0 / sqrt(sum / (double)K + eps);
+        for (int64_t k = 0; k < K; k++) yr[k] = (xr[k] * scale) * (double)w[k];
+    }
+}
+
+/* NEOX RoPE with exact angles pos * base^(-2i/d) in double. */
+void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t *pos,
+                      double base) {
+    const int64_t half = head_dim / 2;
+    double *cs = malloc(sizeof(double) * 2 * (size_t)half);
+    if (!cs) return;
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t i = 0; i < half; i++) {
+            const double ang = (double)pos[t] * pow(base, -2.0 * (double)i / (double)head_dim);
+            cs[2 * i] = cos(ang);
+            cs[2 * i + 1] = sin(ang);
+        }
+        for (int64_t h = 0; h < n_heads; h++) {
+            double *v = x + t * ld + h * head_dim;
+            for (int64_t i = 0; i < half; i++) {
+                const double x0 = v[i], x1 = v[i + half], c = cs[2 * i], s = cs[2 * i + 1];
+                v[i] = x0 * c - x1 * s;
+                v[i + half] = x0 * s + x1 * c;
+            }
+        }
+    }
+    free(cs);
+}
+
+/* bn_attention in double for float64 queries over an f32 cache (values widened as they are read). */
+int bn_attention_f64(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
+                     int64_t ldo) {
+    if (n_kv <= 0 || n_heads % n_kv) return BN_EBADSHAPE;
+    const int64_t group = n_heads / n_kv, npos = n_past + T;
+    const int nth = bn_get_threads();
+    int failed = 0;
+#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
+    {
+        double *sc = malloc(sizeof(double) * (size_t)npos);
+        if (!sc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t th = 0; th < T * n_heads; th++) {
+            if (!sc) continue;
+            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
+            const double *qh = q + t * ldq + h * head_dim;
+            double mx = -INFINITY;
+            for (int64_t p = 0; p < nvis; p++) {
+                const float *kp = k + p * ldkv + kvh * head_dim;
+                double s = 0.0;
+                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * (double)kp[i];
+                s *= scale;
+                sc[p] = s;
+                if (s > mx) mx = s;
+            }
+            double sum = 0.0;
+            for (int64_t p = 0; p < nvis; p++) {
+                sc[p] = exp(sc[p] - mx);
+                sum += sc[p];
+            }
+            const double inv = 1.0 / sum;
+            double *o = out + t * ldo + h * head_dim;
+            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.0;
+            for (int64_t p = 0; p < nvis; p++) {
+                const float *vp = v + p * ldkv + kvh * head_dim;
+                const double wgt = sc[p] * inv;
+                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * (double)vp[i];
+            }
+        }
+        free(sc);
+    }
+    return failed ? BN_ENOMEM : BN_OK;
+}
