@@ -153,19 +153,14 @@ def idot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def act_quant_q8k(x: np.ndarray):
     """Per 256-block: signed max by |x|; iscale = f32(-127/max); q = min(127, rint(f32(iscale*x))); d = 1/iscale."""
     t, k = x.shape
-    q = np.zeros((t, k), dtype=np.int64)
-    d = np.zeros((t, k // 256), dtype=np.float32)
-    for i in range(t):
-        for b in range(k // 256):
-            blk = x[i, b * 256 : (b + 1) * 256]
-            j = int(np.argmax(np.abs(blk)))
-            mx = np.float32(blk[j])
-            if mx == 0:
-                continue
-            iscale = np.float32(np.float32(-127.0) / mx)
-            q[i, b * 256 : (b + 1) * 256] = np.minimum(127, np.rint((blk * np.float64(iscale)).astype(np.float32)))
-            d[i, b] = np.float32(1.0) / iscale
-    return q, d
+    blocks = x.reshape(t, k // 256, 256)
+    first_max = np.abs(blocks).argmax(axis=2)[:, :, None]
+    mx = np.take_along_axis(blocks, first_max, axis=2).astype(np.float32)  # [t, nb, 1]
+    safe = np.where(mx == 0, np.float32(1), mx)
+    iscale = np.where(mx == 0, np.float32(0), (np.float32(-127.0) / safe).astype(np.float32))
+    q = np.minimum(127, np.rint((blocks * iscale.astype(np.float64)).astype(np.float32)))
+    d = np.where(mx == 0, np.float32(0), np.float32(1.0) / np.where(iscale == 0, np.float32(1), iscale))
+    return q.reshape(t, k).astype(np.int64), d[:, :, 0].astype(np.float32)
 
 
 def linear(x: np.ndarray, lin: RefLinear, profile: str) -> np.ndarray:
