@@ -8,6 +8,7 @@ private cache and leaves the session untouched; `generate()` resets, prefills th
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,13 @@ class Engine:
             ffn_act=ffn_act or config.ffn_act,
             kv_dtype=kv_dtype,
         )
+        if numerics == "bitnet-cpp" and weights.output_type not in ("f16", "f32"):
+            warnings.warn(
+                f"numerics 'bitnet-cpp' models F16/F32 output heads only; this model's head is "
+                f"{weights.output_type} (bitnet.cpp quantizes the head input to it), so logits will not match "
+                "bitnet.cpp bit for bit",
+                stacklevel=2,
+            )
         self.threads = resolve_threads(threads)
         self.threads_applied = apply_threads(self.threads)
         self.ops = OpTable(backend)
@@ -160,6 +168,7 @@ class Engine:
             "threads_applied": self.threads_applied,
             "deterministic": deterministic(),
             "weight_formats": self.weights.formats(),
+            "output_type": self.weights.output_type,
             "kernels": self.ops.describe()["kernels"],
             "tokenizer": getattr(self.tokenizer, "source", None),
             "trace_dir": str(self.tracer.directory) if self.tracer.enabled else None,
@@ -187,6 +196,11 @@ def load_model(
     tokenizer_json: str | os.PathLike[str] | None = None,
 ) -> Engine:
     """Open a GGUF model (memory-mapped) and build an `Engine`. `profile` None → from the arch."""
+    if backend == "cuda":  # the whole forward on the device (bitnet.model.gpu), same Engine interface
+        from bitnet.model.gpu import load_gpu_engine
+
+        return load_gpu_engine(path, profile=profile, ffn_act=ffn_act, kv_dtype=kv_dtype, numerics=numerics,
+                               tokenizer_json=tokenizer_json)  # type: ignore[return-value]  # fmt: skip
     from bitnet.formats.gguf_reader import open_gguf
     from bitnet.model.config import ModelConfig
     from bitnet.model.loader import load_weights

@@ -125,4 +125,5 @@ def load_weights(gf: GGUFFile, config: Any) -> ModelWeights:
         layers=tuple(layers),
         output_norm=_vector(gf, "output_norm.weight", c.hidden_size),
         output=output,
+        output_type=(out_info or _tensor(gf, "token_embd.weight")).type_name,
     )

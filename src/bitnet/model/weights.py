@@ -32,12 +32,17 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class ModelWeights:
-    """All weights; `output` is `token_embd` itself when the embeddings are tied."""
+    """All weights; `output` is `token_embd` itself when the embeddings are tied.
+
+    `output_type` is the head's type in the file ("f16", "q8_0", ...) even when the loader dequantized it, because
+    bitnet.cpp's numerics depend on it (a Q8_0 head quantizes its input to q8_0).
+    """
 
     token_embd: QuantWeight
     layers: tuple[LayerWeights, ...]
     output_norm: np.ndarray
     output: QuantWeight
+    output_type: str = "f16"
 
     def formats(self) -> dict[str, int]:
         """How many projection matrices of each format the model has (for describe())."""
