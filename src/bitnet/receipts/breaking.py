@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -31,6 +32,7 @@ DEFAULT_CLI = {"xtask": "bitnet.cli.xtask:cli", "bitnet": "bitnet.cli.bitnet_cmd
 DEFAULT_ALLOW_FILE = ".breaking-allow.json"
 #: griffe kinds reported as warnings only (value changes of module attributes are rarely contract changes)
 WARN_ONLY_API_KINDS = {"attribute_changed_value"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # griffe colours its explanations
 
 
 @dataclass
@@ -84,7 +86,7 @@ def api_breaks(package: str, old_src: Path, new_src: Path) -> tuple[list[Break],
     breaks, warnings = [], []
     for b in griffe.find_breaking_changes(old, new):
         kind = b.kind.name.lower()
-        message = b.explain(style=griffe.ExplanationStyle.ONE_LINE) if hasattr(griffe, "ExplanationStyle") else str(b)
+        message = _ANSI.sub("", b.explain(style=griffe.ExplanationStyle.ONE_LINE))
         if kind in WARN_ONLY_API_KINDS:
             warnings.append(message)
         else:

@@ -43,9 +43,9 @@ def find_ggml_library(explicit: str | Path | None = None) -> Path | None:
     env = os.environ.get("BITNET_GGML_LIB")
     if env and Path(env).is_file():
         return Path(env)
-    from bitnet.crossval.cpp import reference_dir
+    from bitnet.crossval.cpp import flavor_dir
 
-    root = reference_dir() / "llama.cpp"
+    root = flavor_dir("llama.cpp")
     if root.is_dir():
         for candidate in sorted(root.rglob("libggml-base.so")):
             return candidate
