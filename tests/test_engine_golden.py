@@ -48,7 +48,10 @@ def _golden(model: str, mode: str) -> np.ndarray:
     return np.load(GOLDEN / f"logits-tiny-{model}-{mode}.npy")
 
 
-def test_i2s_bitnet_cpp_numerics_reproduce_bitnet_cpp() -> None:
+@pytest.mark.parametrize("kernels", ["ref", "auto"])
+def test_i2s_bitnet_cpp_numerics_reproduce_bitnet_cpp(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ref`: the numpy reference kernels; `auto`: whatever the dispatcher picks (native kernels when built)."""
+    monkeypatch.setenv("BITNET_KERNELS", kernels)
     seq, batch = _run("i2_s", "bitnet-cpp")
     g_seq, g_batch = _golden("i2_s", "seq1x16"), _golden("i2_s", "batch16")
     assert _nmse(seq, g_seq) <= 1e-12

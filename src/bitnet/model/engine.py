@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bitnet.errors import InferenceError, UsageError
+from bitnet.errors import FormatError, InferenceError, UsageError
 from bitnet.kernels.dispatch import OpTable
 from bitnet.model.forward import Transformer
 from bitnet.model.kv_cache import KVCache
@@ -60,6 +60,12 @@ class Engine:
             ffn_act=ffn_act or config.ffn_act,
             kv_dtype=kv_dtype,
         )
+        rope_dim = getattr(config, "rope_dim", None)
+        if rope_dim not in (None, config.head_dim):
+            raise FormatError(
+                f"rope dimension {rope_dim} != head_dim {config.head_dim}: BitNet rotates whole heads (llama.cpp "
+                "rejects n_rot != head_dim for these archs)"
+            )
         if numerics == "bitnet-cpp" and weights.output_type not in ("f16", "f32"):
             warnings.warn(
                 f"numerics 'bitnet-cpp' models F16/F32 output heads only; this model's head is "
