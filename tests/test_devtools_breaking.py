@@ -125,3 +125,20 @@ def test_cli_exit_codes(repo: Path) -> None:
     assert [b["path"] for b in breaks if b["kind"].startswith("cli:")] == ["tool run --count"]
     assert ("api:parameter_removed", "mypkg.cli.run") in {(b["kind"], b["path"]) for b in breaks}
     assert run("--against", "nope").returncode == 22
+
+
+def test_schema_diff_kinds() -> None:
+    from bitnet.receipts.schema_diff import diff_schema
+
+    old = {"type": "object", "properties": {"n": {"type": "integer"}, "items": {"type": "array", "items": {
+        "type": "object", "properties": {"id": {"type": "string"}}}}}, "$defs": {"s": {"type": "number"}}}
+    new = {"type": "object", "required": ["n"], "properties": {"n": {"type": ["integer", "null"]}, "items": {
+        "type": "array", "items": {"type": "object", "properties": {}}}}, "$defs": {}}
+    kinds = {(k, p) for k, p, _ in diff_schema(old, new)}
+    assert kinds == {
+        ("schema:type_changed", "#/properties/n"),
+        ("schema:required_added", "#/properties/n"),
+        ("schema:property_removed", "#/properties/items/items/properties/id"),
+        ("schema:property_removed", "#/$defs/s"),
+    }
+    assert diff_schema(old, old) == []

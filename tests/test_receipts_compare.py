@@ -115,3 +115,19 @@ def test_receipts_compare_and_cli_exit_codes(tmp_path: Path) -> None:
     assert "decode_ms_per_token" in md.read_text()
     other = run("--baseline", str(FIXTURES / "valid_receipt.json"), "--current", str(FIXTURES / "valid_gpu_receipt.json"))
     assert other.returncode == 22
+
+
+def test_llama_bench_json_is_understood(tmp_path: Path) -> None:
+    row = {"cpu_info": "Xeon", "gpu_info": "", "backends": "CPU", "model_type": "bitnet 2B TQ2_0", "model_size": 1,
+           "n_threads": 2, "n_batch": 2048, "n_ubatch": 512, "type_k": "f16", "type_v": "f16", "flash_attn": False}
+    base = [{**row, "n_prompt": 0, "n_gen": 64, "samples_ts": [11.6, 11.5, 11.7, 11.4, 11.6]},
+            {**row, "n_prompt": 128, "n_gen": 0, "samples_ts": [43.7, 44.0, 43.1, 43.9, 44.3]}]
+    cur = [{**base[0], "samples_ts": [10.1, 10.2, 10.0, 10.3, 10.1]}, base[1]]
+    (tmp_path / "b.json").write_text(json.dumps(base))
+    (tmp_path / "c.json").write_text(json.dumps(cur))
+    result = compare_metrics(load_metrics(tmp_path / "b.json"), load_metrics(tmp_path / "c.json"))
+    assert result["regressions"] == ["tg64_tok_s"]
+    other = [{**r, "cpu_info": "EPYC"} for r in cur]
+    (tmp_path / "o.json").write_text(json.dumps(other))
+    with pytest.raises(CheckCouldNotRun):
+        compare_metrics(load_metrics(tmp_path / "b.json"), load_metrics(tmp_path / "o.json"))

@@ -126,9 +126,31 @@ def load_metrics(path: str | Path) -> MetricsDoc:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"{p}: not valid JSON ({exc})") from exc
+    if isinstance(data, list):
+        return metrics_from_llama_bench(data, name=str(p))
     if not isinstance(data, dict):
-        raise InvalidInputError(f"{p}: expected a JSON object")
+        raise InvalidInputError(f"{p}: expected a JSON object (or llama-bench's JSON array)")
     return metrics_from_document(data, name=str(p))
+
+
+#: llama-bench row fields that identify the machine / the workload (llama.cpp's compare-llama-bench KEY_PROPERTIES)
+LLAMA_BENCH_MACHINE = ("cpu_info", "gpu_info", "backends")
+LLAMA_BENCH_WORKLOAD = ("model_type", "model_size", "n_threads", "n_gpu_layers", "n_batch", "n_ubatch", "type_k",
+                        "type_v", "flash_attn")
+
+
+def metrics_from_llama_bench(rows: list[Any], name: str = "") -> MetricsDoc:
+    """llama-bench `-o json` output: one metric per test (`pp512_tok_s`, `tg128_tok_s`) from `samples_ts`."""
+    if not rows or not all(isinstance(r, dict) and "samples_ts" in r for r in rows):
+        raise InvalidInputError(f"{name}: a JSON array must be llama-bench -o json output (rows with samples_ts)")
+    metrics: dict[str, Metric] = {}
+    for r in rows:
+        n_prompt, n_gen = int(r.get("n_prompt", 0)), int(r.get("n_gen", 0))
+        key = f"pp{n_prompt}_tok_s" if n_gen == 0 else f"tg{n_gen}_tok_s" if n_prompt == 0 else f"pp{n_prompt}tg{n_gen}_tok_s"
+        metrics[key] = _metric(key, {"samples": r["samples_ts"], "unit": "tok/s", "direction": "higher"})
+    first = rows[0]
+    return MetricsDoc(name, metrics, {k: first.get(k) for k in LLAMA_BENCH_MACHINE},
+                      {k: first.get(k) for k in LLAMA_BENCH_WORKLOAD})
 
 
 def metrics_from_document(data: dict[str, Any], name: str = "") -> MetricsDoc:
