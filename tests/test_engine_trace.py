@@ -23,7 +23,7 @@ def test_trace_covers_every_stage_and_position(tmp_path: Path, monkeypatch: pyte
     tokens = [510, 17, 256]
     logits = engine.prefill(tokens)
     engine.decode_step(99)
-    engine.tracer.close()
+    engine.close()
 
     lines = (tmp_path / "trace.jsonl").read_text().splitlines()
     recs = [json.loads(line) for line in lines]

@@ -116,6 +116,20 @@ class Engine:
     def reset(self) -> None:
         self.cache.clear()
 
+    def close(self) -> None:
+        """Close the trace file and release the model's memory map (the engine is unusable afterwards)."""
+        self.tracer.close()
+        closer = getattr(self._keepalive, "close", None)
+        if closer is not None:
+            closer()
+        self._keepalive = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- generation ----------------------------------------------------------------------------------------------
     def stop_ids(self, cfg: GenerationConfig) -> set[int]:
         stops = set(cfg.stop_tokens)
