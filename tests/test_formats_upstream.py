@@ -19,6 +19,11 @@ TEXTS = [
     "The river in winter is quiet.",
     "Hello, world! 17 times 23 is 391; isn't it?  Two  spaces\nand a newline.",
     "café — “quoted” naïve résumé",
+    "   leading spaces, trailing spaces   ",
+    "I'm sure they'll say we've done it; it's 12345678 and 3.14159.",
+    "\n\n\tTabs\tand\n\nnewlines\r\n",
+    "def greet(name):\n    return f\"Hello, {name}!\"",
+    "日本語のテキスト and emoji 🙂👍",
 ]
 
 
