@@ -138,3 +138,13 @@ def test_cli_writes_signed_receipt_that_verifies(i2s_model: Path, tmp_path: Path
     bad = xtask("verify-receipt", "--path", str(out), "--pubkey", str(pub), "--replay", "--format", "json")
     assert bad.returncode == 15
     assert {"signature", "replay"} <= set(json.loads(bad.stdout)["failed"])
+
+
+def test_replay_refuses_another_model_file(receipt: dict) -> None:
+    other = copy.deepcopy(receipt)
+    other["model"]["sha256"] = "0" * 64
+    failures = {c.name: c.message for c in verify_receipt(other, replay=True).failures}
+    assert set(failures) == {"replay"} and "sha256" in failures["replay"]
+    gone = copy.deepcopy(receipt)
+    gone["model"]["path"] = "/nonexistent/model.gguf"
+    assert "not found" in {c.name: c.message for c in verify_receipt(gone, replay=True).failures}["replay"]
