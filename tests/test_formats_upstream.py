@@ -1,7 +1,8 @@
-"""Upstream llama.cpp (arch `bitnet`, TQ1_0/TQ2_0) must load our fixtures and tokenize exactly like tokenizer.json.
+"""The C++ references must load our fixtures and tokenize exactly like tokenizer.json: upstream llama.cpp (arch
+`bitnet`, TQ1_0/TQ2_0, with and without `.scale` tensors) and Microsoft's bitnet.cpp (arch bitnet-b1.58, I2_S).
 
-Needs the C++ reference built by the crossval area (`xtask fetch-cpp`, flavor "llama.cpp"); skips cleanly when it
-is not there.
+Needs the references built by the crossval area (`xtask fetch-cpp`, flavors "llama.cpp" and "bitnet"); each test
+skips cleanly when its reference is not there.
 """
 
 from __future__ import annotations
@@ -27,14 +28,23 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reference():
+def _find(flavor: str):
     try:
         from bitnet.crossval.cpp import find_reference
 
-        return find_reference("llama.cpp")
+        return find_reference(flavor)
     except (ImportError, BitnetError) as exc:
-        pytest.skip(f"upstream llama.cpp reference not available: {exc}")
+        pytest.skip(f"C++ reference {flavor!r} not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _find("llama.cpp")
+
+
+@pytest.fixture(scope="module")
+def bitnet_reference():
+    return _find("bitnet")
 
 
 @pytest.mark.parametrize(("fmt", "scales"), [("tq2_0", False), ("tq1_0", False), ("tq2_0", True)])
@@ -50,4 +60,18 @@ def test_upstream_llama_cpp_loads_bitnet_fixture(reference, fixture_model, fmt, 
             assert s.tokenize(text, add_bos=True) == hf.encode(text).ids, text
         logits = s.eval_all_logits(hf.encode(TEXTS[0]).ids)
         assert logits.shape == (len(hf.encode(TEXTS[0]).ids), 512)
+        assert np.isfinite(logits).all() and logits.std() > 1e-3
+
+
+def test_bitnet_cpp_loads_i2s_fixture(bitnet_reference, fixture_model):
+    """Microsoft's fork (arch bitnet-b1.58, I2_S) must load our I2_S fixture and tokenize like tokenizer.json."""
+    from bitnet.crossval.ffi import CppSession
+
+    path = fixture_model("tiny", "i2_s", "bitnet-b1.58")
+    hf = Tokenizer.from_file(str(tokenizer_path_for(path)))
+    with CppSession(path, manifest=bitnet_reference, n_ctx=64) as s:
+        assert s.n_vocab == 512 and s.bos_id == 509
+        for text in TEXTS:
+            assert s.tokenize(text, add_bos=True) == hf.encode(text).ids, text
+        logits = s.eval_all_logits(hf.encode(TEXTS[0]).ids)
         assert np.isfinite(logits).all() and logits.std() > 1e-3
