@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bitnet.errors import FormatError, InferenceError, UsageError
+from bitnet.errors import FormatError, InferenceError, ReferenceUnavailable, UsageError
 from bitnet.kernels.dispatch import OpTable
 from bitnet.model.forward import Transformer
 from bitnet.model.kv_cache import KVCache
@@ -214,8 +214,21 @@ def load_model(
     backend: str = "cpu",
     threads: int | None = None,
     tokenizer_json: str | os.PathLike[str] | None = None,
-) -> Engine:
-    """Open a GGUF model (memory-mapped) and build an `Engine`. `profile` None → from the arch."""
+) -> Any:
+    """Open a GGUF model (memory-mapped) and build an `Engine`. `profile` None → from the arch.
+
+    `backend="cuda"` returns the device engine of `bitnet.model.gpu` (same interface); it fails with
+    `ReferenceUnavailable` (exit 19) when torch/Triton or a GPU are missing, never falling back to the CPU silently.
+    """
+    if backend == "cuda":
+        try:
+            from bitnet.model.gpu import load_gpu_engine
+        except ImportError as exc:
+            raise ReferenceUnavailable(f"the CUDA backend is not available: {exc}", hint="use --device cpu") from None
+        return load_gpu_engine(path, profile=profile, ffn_act=ffn_act, kv_dtype=kv_dtype, numerics=numerics,
+                               threads=threads, tokenizer_json=tokenizer_json)
+    if backend != "cpu":
+        raise UsageError(f"unknown backend {backend!r}; choose cpu or cuda")
     if backend == "cuda":  # the whole forward on the device (bitnet.model.gpu), same Engine interface
         from bitnet.model.gpu import load_gpu_engine
 
