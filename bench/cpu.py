@@ -142,6 +142,10 @@ def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics
         tg_t.append(time.perf_counter() - t0)
     res["pp_tok_s"] = [pp / t for t in pp_t]
     res["tg_tok_s"] = [tg / t for t in tg_t]
+    # what a decode step costs beyond the matmul kernels (norms, RoPE, attention, numpy glue, Python), per layer
+    step_ms = 1e3 * min(tg_t) / tg
+    kern_ms = res["kernels"]["body_ms"] + res["kernels"]["lm_head_ms"]
+    res["non_matmul_ms_per_layer"] = (step_ms - kern_ms) / engine.config.n_layers
     res["describe"] = {k: v for k, v in engine.describe().items() if isinstance(v, (str, int, float, bool))}
     del engine
     return res
@@ -277,6 +281,10 @@ def main() -> int:
                 log(f"our engine, {fmt}, {t} thread(s)")
                 r = engine_bench(path, t, args.pp, args.tg, args.reps, args.numerics)
                 r.update(engine="bitnet-py", fmt=fmt, threads=t, roofline_tok_s=roof)
+                r["note"] = (
+                    f"load {r['load_s']:.2f} s, +{r['rss_beyond_map_mib']:.0f} MiB beyond the map, "
+                    f"non-matmul {r['non_matmul_ms_per_layer']:.2f} ms/layer/token"
+                )
                 results["rows"].append(r)
                 k = r["kernels"]
                 results["rows"].append(

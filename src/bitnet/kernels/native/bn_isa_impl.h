@@ -231,39 +231,44 @@ static inline __m128i reduce4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) 
     return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 
-/* TQ1_0: 5 trits per byte, trit n of byte q is ((uint8)(q * 3^n) * 3) >> 8. Decoded straight into kernel layout. */
-static inline void tq1_decode_avx512(const uint8_t *blk, uint8_t *codes) {
-    static const uint16_t pow3[5] = {1, 3, 9, 27, 81};
-    const __m512i ff = _mm512_set1_epi16(0xff);
-    const __m512i three = _mm512_set1_epi16(3);
+/* TQ1_0: 5 trits per byte, trit n of byte q is ((uint8)(q * 3^n) * 3) >> 8 (16-bit lanes). Decoded into the four
+ * kernel-layout group vectors in registers (a round trip through memory would stall on store forwarding):
+ *   g0 = [qs[0:32] trit 0 | qs[0:32] trit 4]     g1 = [qs[0:32] trit 1 | qs[32:48] trits 0, 1]
+ *   g2 = [qs[0:32] trit 2 | qs[32:48] trits 2, 3] g3 = [qs[0:32] trit 3 | qs[32:48] trit 4, qh trits 0..3] */
+static inline __m256i tq1_trits32(__m512i v16, int pow3) {
+    __m512i t = _mm512_and_si512(_mm512_mullo_epi16(v16, _mm512_set1_epi16((short)pow3)), _mm512_set1_epi16(0xff));
+    t = _mm512_srli_epi16(_mm512_mullo_epi16(t, _mm512_set1_epi16(3)), 8);
+    return _mm512_cvtepi16_epi8(t);
+}
+
+static inline __m128i tq1_trits16(__m256i v16, __m256i pow3) {
+    __m256i t = _mm256_and_si256(_mm256_mullo_epi16(v16, pow3), _mm256_set1_epi16(0xff));
+    t = _mm256_srli_epi16(_mm256_mullo_epi16(t, _mm256_set1_epi16(3)), 8);
+    return _mm256_cvtepi16_epi8(t);
+}
+
+static inline __m512i join256(__m256i lo, __m256i hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+static inline void tq1_decode_avx512(const uint8_t *blk, __m512i g[4]) {
     const __m512i va = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)blk));
-    static const int pos_a[5] = {0, 64, 128, 192, 32};
-    for (int n = 0; n < 5; n++) {
-        __m512i t = _mm512_and_si512(_mm512_mullo_epi16(va, _mm512_set1_epi16(pow3[n])), ff);
-        t = _mm512_srli_epi16(_mm512_mullo_epi16(t, three), 8);
-        _mm256_storeu_si256((__m256i *)(codes + pos_a[n]), _mm512_cvtepi16_epi8(t));
-    }
-    const __m256i ff2 = _mm256_set1_epi16(0xff);
-    const __m256i three2 = _mm256_set1_epi16(3);
     const __m256i vb = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 32)));
-    static const int pos_b[5] = {96, 112, 160, 176, 224};
-    for (int n = 0; n < 5; n++) {
-        __m256i t = _mm256_and_si256(_mm256_mullo_epi16(vb, _mm256_set1_epi16(pow3[n])), ff2);
-        t = _mm256_srli_epi16(_mm256_mullo_epi16(t, three2), 8);
-        _mm_storeu_si128((__m128i *)(codes + pos_b[n]), _mm256_cvtepi16_epi8(t));
-    }
-    /* qh: 16 lanes [qh0..qh3] x 4, lane 4n + j multiplied by 3^n -> element 240 + 4n + j */
     uint32_t qh;
     memcpy(&qh, blk + 48, 4);
     const __m256i vh = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)qh));
-    const __m256i ph = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
-    __m256i th = _mm256_and_si256(_mm256_mullo_epi16(vh, ph), ff2);
-    th = _mm256_srli_epi16(_mm256_mullo_epi16(th, three2), 8);
-    _mm_storeu_si128((__m128i *)(codes + 240), _mm256_cvtepi16_epi8(th));
+    const __m128i c = tq1_trits16(vh, _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27));
+    const __m128i b0 = tq1_trits16(vb, _mm256_set1_epi16(1)), b1 = tq1_trits16(vb, _mm256_set1_epi16(3));
+    const __m128i b2 = tq1_trits16(vb, _mm256_set1_epi16(9)), b3 = tq1_trits16(vb, _mm256_set1_epi16(27));
+    const __m128i b4 = tq1_trits16(vb, _mm256_set1_epi16(81));
+    g[0] = join256(tq1_trits32(va, 1), tq1_trits32(va, 81));
+    g[1] = join256(tq1_trits32(va, 3), _mm256_set_m128i(b1, b0));
+    g[2] = join256(tq1_trits32(va, 9), _mm256_set_m128i(b3, b2));
+    g[3] = join256(tq1_trits32(va, 27), _mm256_set_m128i(c, b4));
 }
 
-static inline __m512i codes_group_avx512(int fmt, __m512i w, const uint8_t *codes, int g, __m512i m3) {
-    if (fmt == BN_TQ1) return _mm512_load_si512((const void *)(codes + 64 * g));
+static inline __m512i codes_group_avx512(int fmt, __m512i w, const __m512i *tq1, int g, __m512i m3) {
+    if (fmt == BN_TQ1) return tq1[g];
     return _mm512_and_si512(_mm512_srli_epi16(w, BN_FN(group_shift)(fmt, g)), m3);
 }
 
@@ -274,7 +279,6 @@ static inline __m512i codes_group_avx512(int fmt, __m512i w, const uint8_t *code
 static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const uint8_t *const rows[4],
                                                                const int8_t *act, int64_t nb, int32_t *out,
                                                                int nbt, int whole_row, int64_t pf) {
-    uint8_t codes[4][256] __attribute__((aligned(64)));
     __m512i tot[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                       _mm512_setzero_si512()};
     __m512i mask[4];
@@ -289,10 +293,9 @@ static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const ui
         for (int r = 0; r < 4; r++) {
             const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
             if (fmt == BN_TQ1) {
-                tq1_decode_avx512(p, codes[r]);
-                for (int g = 0; g < 4; g++)
-                    acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], _mm512_load_si512((const void *)(codes[r] + 64 * g)),
-                                                    a[g]);
+                __m512i cg[4];
+                tq1_decode_avx512(p, cg);
+                for (int g = 0; g < 4; g++) acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], cg[g], a[g]);
             } else {
                 _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
                 const __m512i w = _mm512_loadu_si512(p);
@@ -341,16 +344,15 @@ static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const ui
                                                                const int8_t *const acts[4], int64_t nb,
                                                                int32_t *out, int nbt, int whole_row) {
     const __m512i m3 = _mm512_set1_epi8(3);
-    uint8_t codes[4][256] __attribute__((aligned(64)));
     __m512i acc[4][4];
     for (int r = 0; r < 4; r++)
         for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
     for (int64_t b = 0; b < nb; b++) {
-        __m512i w[4];
+        __m512i w[4], tq1[4][4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
             if (fmt == BN_TQ1) {
-                tq1_decode_avx512(p, codes[r]);
+                tq1_decode_avx512(p, tq1[r]);
                 w[r] = _mm512_setzero_si512();
             } else {
                 w[r] = _mm512_loadu_si512(p);
@@ -358,7 +360,7 @@ static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const ui
         }
         for (int g = 0; g < 4; g++) {
             __m512i cv[4];
-            for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], codes[r], g, m3);
+            for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], tq1[r], g, m3);
             for (int t = 0; t < 4; t++) {
                 const __m512i a = _mm512_loadu_si512(acts[t] + 256 * b + 64 * g);
                 for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
