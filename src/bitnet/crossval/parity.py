@@ -105,6 +105,26 @@ def greedy_ours(engine: Any, prompt_ids: list[int], n: int) -> list[int]:
     return list(engine.generate(prompt_ids, cfg))
 
 
+def near_tie_diagnosis(engine: Any, session: Any, prompt_ids: list[int], g: dict[str, Any]) -> dict[str, Any]:
+    """At the first differing greedy step: how far apart the two candidate tokens are on each side.
+
+    Both sides are re-evaluated on the prompt plus the common prefix. A reference margin smaller than the logits'
+    max abs difference means the streams split on a near-tie, not on a systematic difference.
+    """
+    k = g["first_mismatch_step"]
+    if k is None or k >= len(g["ours"]) or k >= len(g["ref"]):
+        return {}
+    ctx = prompt_ids + g["ref"][:k]
+    ref_logits = session.eval_all_logits(ctx)[-1]
+    ours_logits = np.asarray(engine.eval_logits_all_positions(ctx), dtype=np.float32)[-1]
+    t_ref, t_ours = g["ref"][k], g["ours"][k]
+    return {
+        "margin_ref": float(ref_logits[t_ref] - ref_logits[t_ours]),
+        "margin_ours": float(ours_logits[t_ours] - ours_logits[t_ref]),
+        "max_abs_diff_at_step": float(np.max(np.abs(ref_logits - ours_logits))),
+    }
+
+
 def run_parity(
     model: str | os.PathLike[str],
     prompt: str,
@@ -180,6 +200,8 @@ def run_parity(
             ours_stream = greedy_ours(engine, ours_ids, max_tokens)
             result["greedy"] = stream_parity(ours_stream, session.greedy(ref_ids, max_tokens))
             result["greedy"]["text_ref"] = session.detokenize(result["greedy"]["ref"])
+            if not result["greedy"]["match"]:
+                result["greedy"].update(near_tie_diagnosis(engine, session, ref_ids, result["greedy"]))
         timings["greedy_s"] = time.perf_counter() - t
         ok = metrics["ok"] and metrics["nmse_ok"] and result.get("greedy", {"match": True})["match"]
         if ok:

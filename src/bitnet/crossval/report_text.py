@@ -37,6 +37,10 @@ def per_token_text(res: dict[str, Any]) -> str:
             lines.append(f"✗ greedy streams differ at step {g['first_mismatch_step']}")
             lines.append(f"  ours: {g['ours']}")
             lines.append(f"  ref:  {g['ref']}")
+            if "margin_ref" in g:
+                lines.append(f"  at that step the reference prefers its token by {g['margin_ref']:.3g}, ours by "
+                             f"{g['margin_ours']:.3g}; logits differ by up to {g['max_abs_diff_at_step']:.3g}"
+                             + (" (a near-tie)" if g["margin_ref"] <= g["max_abs_diff_at_step"] else ""))
     eng, ref = res.get("engine", {}), res.get("reference", {})
     lines.append(f"ours: profile={eng.get('profile')} ffn_act={eng.get('ffn_act')} kv={eng.get('kv_dtype')}; "
                  f"reference: {ref.get('flavor')} {ref.get('revision')}")  # fmt: skip

@@ -121,6 +121,7 @@ def diff_traces(ours_dir: str | Path, ref_dir: str | Path, *, rel_tol: float = 1
     worst = 0.0
     n_mismatch = 0
     shape_mismatches: list[dict[str, Any]] = []
+    prev: tuple[Key, dict[str, Any]] | None = None
     for key in common:
         a, b = ours.records[key], ref.records[key]
         res = compare_pair(a, b, ours.values(key), ref.values(key), rel_tol)
@@ -135,6 +136,11 @@ def diff_traces(ours_dir: str | Path, ref_dir: str | Path, *, rel_tol: float = 1
             if first is None:
                 first = {"seq": key[0], "layer": key[1], "stage": key[2], "name_ours": a.get("name"),
                          "name_ref": b.get("name"), **res}  # fmt: skip
+                if prev is not None and prev[0][0] == key[0]:
+                    # the tracepoint just before, which still matched: tells a rounding flip from a real bug
+                    first["previous"] = {"layer": prev[0][1], "stage": prev[0][2],
+                                         "rel_rms_diff": prev[1].get("rel_rms_diff")}  # fmt: skip
+        prev = (key, res)
     return {
         "ours": str(ours.directory),
         "ref": str(ref.directory),

@@ -238,3 +238,33 @@ def full_crossval(out: Output, offline: bool, model: Path | None, flavor: str | 
     out.result(res, text=text)
     require_ok(res["report"])
     return 0
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("tokenizer", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.argument("outdir", type=click.Path(path_type=Path, file_okay=False), default=Path("crossval-results"))
+@_FLAVOR
+@_CPP_DIR
+@_PROFILE
+@_FFN_ACT
+@click.option("--cos-tol", type=float, default=0.999, show_default=True)
+@with_output
+def crossval_sweep(out: Output, model: Path, tokenizer: Path | None, outdir: Path, flavor: str, cpp_dir: Path | None,
+                   profile: str | None, ffn_act: str | None, cos_tol: float) -> int:
+    """Scenarios of 1, 2, 4, 16 and 32 tokens with traces, per-scenario reports, summary.md and report.html.
+
+    TOKENIZER may be `-` or omitted to use the GGUF's vocabulary. Exit 0 when every scenario agrees, else 1.
+    """
+    from bitnet.crossval.parity import ParityOptions
+    from bitnet.crossval.sweep import run_sweep, summary_markdown
+    from bitnet.errors import CheckFailed
+
+    tok = None if tokenizer is None or str(tokenizer) == "-" else tokenizer
+    opts = ParityOptions(flavor=flavor, cpp_dir=cpp_dir, profile=profile, ffn_act=ffn_act, cos_tol=cos_tol)
+    res = run_sweep(model, tok, outdir, opts=opts)
+    out.result(res, text=lambda console: console.print(summary_markdown(res) + f"\nreport: {outdir / 'report.html'}",
+                                                         markup=False))  # fmt: skip
+    if not res["ok"]:
+        raise CheckFailed(f"{sum(not r['ok'] for r in res['scenarios'])} scenario(s) diverge; see {outdir}/summary.md")
+    return 0
