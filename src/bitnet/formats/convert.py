@@ -15,7 +15,7 @@ each GGUF tensor is produced when the writer reaches it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +142,20 @@ def _projection_spec(name: str, w: SafeTensor, ws: SafeTensor | None, outtype: s
     return TensorSpec(name, gtype, (n_in, n_out), produce)
 
 
-def _float_spec(name: str, t: SafeTensor, fmt: str) -> TensorSpec:
+def _float_spec(name: str, t: SafeTensor, fmt: str, rows_per_chunk: int = 8192) -> TensorSpec:
+    """A float tensor converted in row chunks, so a 128256 x 2560 bf16 embedding never exists as one float32 copy."""
     dtype = "<f4" if fmt == "f32" else "<f2"
-    return TensorSpec(
-        name,
-        int(GGMLType.F32 if fmt == "f32" else GGMLType.F16),
-        t.shape[::-1],
-        lambda: t.float32().astype(dtype),
-    )
+
+    def chunks() -> Iterator[np.ndarray]:
+        raw = t.raw().reshape(-1) if not t.shape else t.raw()
+        for start in range(0, raw.shape[0], rows_per_chunk):
+            part = raw[start : start + rows_per_chunk]
+            if t.dtype == "BF16":
+                yield (part.astype(np.uint32) << 16).view(np.float32).astype(dtype)
+            else:
+                yield part.astype(dtype)
+
+    return TensorSpec(name, int(GGMLType.F32 if fmt == "f32" else GGMLType.F16), t.shape[::-1], chunks)
 
 
 def convert_checkpoint(
