@@ -279,19 +279,23 @@ def _check_timing_consistency(r: dict[str, Any]) -> tuple[bool, str]:
     problems = []
     for name in ("prefill_tokens_per_second", "decode_tokens_per_second", "decode_ms_per_token", "prefill_ms"):
         problems += [f"{name}: {p}" for p in summary_mismatches(perf[name])]
-    tps = float(perf["decode_tokens_per_second"]["median"])
-    ms = float(perf["decode_ms_per_token"]["median"])
-    if tps > 0 and ms > 0:
-        ratio = (1000.0 / ms) / tps
-        if not 0.5 <= ratio <= 2.0:
-            problems.append(f"decode {tps:.3g} tok/s disagrees with {ms:.3g} ms/token")
-    ptps = float(perf["prefill_tokens_per_second"]["median"])
-    pms = float(perf["prefill_ms"]["median"])
+    # per-run rates are derived from the latency samples: recompute them exactly
+    runs, steps = int(r["run"]["runs"]), int(r["run"]["tokens_generated"]) - 1
     n_prompt = len(r["run"]["prompt_tokens"])
-    if ptps > 0 and pms > 0:
-        ratio = (n_prompt * 1000.0 / pms) / ptps
-        if not 0.5 <= ratio <= 2.0:
-            problems.append(f"prefill {ptps:.3g} tok/s disagrees with {pms:.3g} ms for {n_prompt} prompt tokens")
+    step_ms = perf["decode_ms_per_token"]["samples"]
+    decode_tps = perf["decode_tokens_per_second"]["samples"]
+    prefill_ms = perf["prefill_ms"]["samples"]
+    prefill_tps = perf["prefill_tokens_per_second"]["samples"]
+    if len(step_ms) != runs * steps or len(decode_tps) != runs or len(prefill_ms) != runs or len(prefill_tps) != runs:
+        problems.append(f"sample counts do not match {runs} runs x {steps} decode steps")
+    else:
+        for i in range(runs):
+            want = steps * 1000.0 / sum(step_ms[i * steps:(i + 1) * steps])
+            if abs(decode_tps[i] - want) > 1e-6 * want:
+                problems.append(f"run {i + 1}: decode {decode_tps[i]:.6g} tok/s but its step latencies give {want:.6g}")
+            want = n_prompt * 1000.0 / prefill_ms[i]
+            if abs(prefill_tps[i] - want) > 1e-6 * want:
+                problems.append(f"run {i + 1}: prefill {prefill_tps[i]:.6g} tok/s but {prefill_ms[i]:.6g} ms gives {want:.6g}")
     if problems:
         return False, "; ".join(problems)
     return True, "every summary follows from its raw samples; tok/s and latencies agree"
