@@ -20,6 +20,22 @@ def _reset_kernel_counts():
 
 
 @pytest.fixture(scope="session")
+def gpu_device() -> str:
+    """GPU tests: 'cuda' on a CUDA machine, 'cpu' under Triton's interpreter (TRITON_INTERPRET=1), else skip."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError:
+        pytest.skip("torch and triton are needed for GPU tests (pip install 'bitnet-py[gpu]')")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        _patch_triton_interpreter_index()
+        return "cpu"
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (TRITON_INTERPRET=1 runs the kernels in Triton's CPU interpreter)")
+    return "cuda"
+
+
+@pytest.fixture(scope="session")
 def fixture_model(tmp_path_factory):
     """Factory for generated test models (owned by formats): `fixture_model(size="tiny", fmt="tq2_0",
     arch="bitnet", seed=0, scale_tensors=False) -> Path` of the GGUF; its tokenizer.json sits next to it
@@ -40,16 +56,33 @@ def fixture_model(tmp_path_factory):
     return make
 
 
+def _patch_triton_interpreter_index() -> None:
+    """Triton 3.6's interpreter takes `int()` of a 1-element array for loop bounds, which numpy >= 2.4 rejects."""
+    from triton.runtime import interpreter
+
+    orig = interpreter._patch_lang_tensor
+    if getattr(orig, "_bitnet_patched", False):
+        return
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._bitnet_patched = True
+    interpreter._patch_lang_tensor = patched
+
+
 @pytest.fixture(scope="session")
-def gpu_device() -> str:
-    """GPU tests: 'cuda' on a CUDA machine, 'cpu' under Triton's interpreter (TRITON_INTERPRET=1), else skip."""
+def cpp_reference():
+    """The upstream llama.cpp reference built by `xtask fetch-cpp --flavor llama.cpp --sdist` (`./dev test` runs it
+    first), as its `bitnet.crossval.cpp.Manifest`. Found through the manifest; when it is missing the test fails under
+    CI=true (the build is part of CI) and is skipped elsewhere."""
+    from bitnet.crossval.cpp import find_reference
+    from bitnet.errors import ReferenceUnavailable
+
     try:
-        import torch
-        import triton  # noqa: F401
-    except ImportError:
-        pytest.skip("torch and triton are needed for GPU tests (pip install 'bitnet-py[gpu]')")
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return "cpu"
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device (TRITON_INTERPRET=1 runs the kernels in Triton's CPU interpreter)")
-    return "cuda"
+        return find_reference("llama.cpp")
+    except ReferenceUnavailable as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but the C++ reference is missing: {exc} ({exc.hint})")
+        pytest.skip(f"C++ reference not built: {exc}")

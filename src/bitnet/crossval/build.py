@@ -285,13 +285,17 @@ def fetch_cpp(req: FetchRequest) -> FetchResult:
              "targets": targets, "backend": req.backend}
         )  # fmt: skip
         old = read_manifest(req.flavor, base)
+        damaged = False
         if old is not None and old.inputs_fingerprint == fingerprint and not req.force:
             problems = verify_artifacts(old)
             if not problems:
                 msg = f"up to date: {req.flavor} reference ({old.revision}) already built with the same inputs"
                 _log(msg)
                 return FetchResult(old, root / "manifest.json", False, time.monotonic() - t0, msg)
-            _log("existing build is damaged, rebuilding: " + "; ".join(problems))
+            _log("existing build is damaged, rebuilding from scratch: " + "; ".join(problems))
+            damaged = True
+        # from here on the old build is being replaced: without a manifest, a failed rebuild reads as "no reference"
+        (root / "manifest.json").unlink(missing_ok=True)
         build_dir = root / "build"
         log_path = root / "build.log"
         log_path.write_text(f"# fetch-cpp {req.flavor} {prepared.revision} {_dt.datetime.now(_dt.UTC).isoformat()}\n")
@@ -299,7 +303,8 @@ def fetch_cpp(req: FetchRequest) -> FetchResult:
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         # an interrupted build with the same inputs resumes incrementally; anything else starts clean
         stamp = build_dir / ".bitnet-fingerprint"
-        if build_dir.exists() and (req.force or not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        stale = req.force or damaged or not stamp.is_file() or stamp.read_text().strip() != fingerprint
+        if build_dir.exists() and stale:
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint + "\n")
