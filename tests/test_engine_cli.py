@@ -66,3 +66,20 @@ def test_chat_reads_turns_from_stdin(model, capsys, monkeypatch) -> None:
     assert roles == ["system", "user", "assistant", "user", "assistant"]
     # the second turn's prompt contains the whole conversation in the BitNet template
     assert res["turns"][1]["n_prompt_tokens"] > res["turns"][0]["n_prompt_tokens"]
+
+
+def test_piped_chat_is_bit_identical_across_processes(model) -> None:
+    """Two separate `bitnet chat` processes with sampling on and BITNET_DETERMINISTIC=1 produce the same bytes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("bitnet")
+    env = {**os.environ, "BITNET_DETERMINISTIC": "1", "BITNET_SEED": "11"}
+    cmd = [str(exe), "chat", "-m", str(model), "-n", "8", "--temperature", "0.9", "--top-k", "40", "--format", "json"]
+    outs = [subprocess.run(cmd, input="hello there\nand again\n", capture_output=True, text=True, env=env,
+                           timeout=120, check=True).stdout for _ in range(2)]  # fmt: skip
+    assert outs[0] == outs[1]
+    res = json.loads(outs[0])
+    assert len(res["turns"]) == 2 and res["engine"]["deterministic"] is True and res["engine"]["threads"] == 1
