@@ -54,8 +54,9 @@ def test_i2s_bitnet_cpp_numerics_reproduce_bitnet_cpp(kernels: str, monkeypatch:
     monkeypatch.setenv("BITNET_KERNELS", kernels)
     seq, batch = _run("i2_s", "bitnet-cpp")
     g_seq, g_batch = _golden("i2_s", "seq1x16"), _golden("i2_s", "batch16")
-    assert _nmse(seq, g_seq) <= 1e-12
-    assert _nmse(batch, g_batch) <= 1e-11
+    # measured 5.9e-15 / 1.8e-14; 1e-9 leaves room for BLAS summation-order noise but not for one flipped int8 code
+    assert _nmse(seq, g_seq) <= 1e-9
+    assert _nmse(batch, g_batch) <= 1e-9
     assert (seq.argmax(1) == g_seq.argmax(1)).all() and (batch.argmax(1) == g_batch.argmax(1)).all()
     # bitnet.cpp's own seq and batch modes differ by up to ~0.065; we reproduce that difference, not just each side
     assert np.abs(seq - batch).max() == pytest.approx(np.abs(g_seq - g_batch).max(), rel=1e-3)
