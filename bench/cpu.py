@@ -152,19 +152,23 @@ def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics
 
 
 # ------------------------------------------------------------------------------------------------------ references
-def llama_bench_binary(flavor: str) -> Path | None:
+def llama_bench_binary(flavor: str, override: Path | None = None) -> tuple[Path | None, list[str]]:
+    """The llama-bench of a reference build and its cmake flags (to tell a native build from a portable one)."""
     from bitnet.crossval.cpp import read_manifest
 
+    if override is not None:
+        return (override if override.exists() else None), []
     try:
         m = read_manifest(flavor)
     except Exception as exc:  # a broken manifest is reported, not fatal for our own figures
         log(f"cannot read the {flavor} manifest: {exc}")
-        return None
+        return None, []
+    flags = list(getattr(m, "cmake_flags", []) or []) if m is not None else []
     p = m.artifact("bin:llama-bench") if m is not None else None
     if p is None and flavor == "bitnet" and os.environ.get("BITNET_CPP_DIR"):
         cand = Path(os.environ["BITNET_CPP_DIR"]) / "build" / "bin" / "llama-bench"
         p = cand if cand.exists() else None
-    return Path(p) if p is not None and Path(p).exists() else None
+    return (Path(p) if p is not None and Path(p).exists() else None), flags
 
 
 def run_llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, reps: int) -> dict[str, Any]:
@@ -243,6 +247,10 @@ def main() -> int:
     )
     ap.add_argument("--no-engine", action="store_true", help="only bandwidth, kernels and the references")
     ap.add_argument("--no-reference", action="store_true", help="skip llama-bench")
+    ap.add_argument("--llama-bench", type=Path, help="llama.cpp llama-bench to use instead of the manifest's")
+    ap.add_argument(
+        "--bitnet-bench", type=Path, help="bitnet.cpp llama-bench to use instead of the manifest's"
+    )
     ap.add_argument("--json", type=Path, help="also write all figures here")
     args = ap.parse_args()
     if not native.available():
@@ -274,7 +282,8 @@ def main() -> int:
         path = fixture(fmt, arch_of[fmt], args.fixture_dir)
         bpt = weights_bytes_per_token(path)
         results.setdefault("bytes_per_token", {})[fmt] = bpt
-        ref_bin = None if args.no_reference else llama_bench_binary(ref_of[fmt][0])
+        override = args.bitnet_bench if fmt == "i2_s" else args.llama_bench
+        ref_bin, ref_flags = (None, []) if args.no_reference else llama_bench_binary(ref_of[fmt][0], override)
         for t in threads:
             roof = results["bandwidth_gb_s"][t] * 1e9 / bpt["total"]
             if not args.no_engine:
@@ -300,7 +309,11 @@ def main() -> int:
                 )
             if ref_bin is not None:
                 r = run_llama_bench(ref_bin, path, t, args.pp, args.tg, args.reps)
-                r.update(engine=ref_of[fmt][1], fmt=fmt, threads=t, roofline_tok_s=roof)
+                r.update(
+                    engine=ref_of[fmt][1], fmt=fmt, threads=t, roofline_tok_s=roof, cmake_flags=ref_flags
+                )
+                if "-DGGML_NATIVE=OFF" in ref_flags:
+                    r["note"] = "portable build (GGML_NATIVE=OFF: AVX2, no AVX-512)"
                 if "error" in r:
                     r["note"] = "failed: " + r["error"].splitlines()[-1][:80] if r["error"] else "failed"
                 results["rows"].append(r)

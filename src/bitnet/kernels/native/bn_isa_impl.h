@@ -231,40 +231,34 @@ static inline __m128i reduce4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) 
     return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 
-/* TQ1_0: 5 trits per byte, trit n of byte q is ((uint8)(q * 3^n) * 3) >> 8 (16-bit lanes). Decoded into the four
- * kernel-layout group vectors in registers (a round trip through memory would stall on store forwarding):
- *   g0 = [qs[0:32] trit 0 | qs[0:32] trit 4]     g1 = [qs[0:32] trit 1 | qs[32:48] trits 0, 1]
- *   g2 = [qs[0:32] trit 2 | qs[32:48] trits 2, 3] g3 = [qs[0:32] trit 3 | qs[32:48] trit 4, qh trits 0..3] */
-static inline __m256i tq1_trits32(__m512i v16, int pow3) {
-    __m512i t = _mm512_and_si512(_mm512_mullo_epi16(v16, _mm512_set1_epi16((short)pow3)), _mm512_set1_epi16(0xff));
-    t = _mm512_srli_epi16(_mm512_mullo_epi16(t, _mm512_set1_epi16(3)), 8);
-    return _mm512_cvtepi16_epi8(t);
+/* TQ1_0, decoded in the byte domain (llama.cpp's trick): q * 3^n mod 256 with byte adds and masked 16-bit shifts,
+ * then ((t * 3) >> 8) == (avg(x, avg(x, 0)) >> 6) with x = t -| 1 (checked for all 256 bytes). One 52-byte masked
+ * load holds qs[48] and qh[4]; trit vector n has qs[0:32] trit n in bytes 0..31, qs[32:48] trit n in 32..47 and qh
+ * trit n in 48..51. The four kernel-layout group vectors are assembled in registers:
+ *   g0 = [A0 | A4]   g1 = [A1 | B0 B1]   g2 = [A2 | B2 B3]   g3 = [A3 | B4 C],  C = qh trits 0..3 (4 bytes each). */
+static inline __m512i tq1_times9(__m512i q) {
+    return _mm512_add_epi8(_mm512_and_si512(_mm512_slli_epi16(q, 3), _mm512_set1_epi8((char)0xF8)), q);
 }
 
-static inline __m128i tq1_trits16(__m256i v16, __m256i pow3) {
-    __m256i t = _mm256_and_si256(_mm256_mullo_epi16(v16, pow3), _mm256_set1_epi16(0xff));
-    t = _mm256_srli_epi16(_mm256_mullo_epi16(t, _mm256_set1_epi16(3)), 8);
-    return _mm256_cvtepi16_epi8(t);
-}
-
-static inline __m512i join256(__m256i lo, __m256i hi) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+static inline __m512i tq1_trit(__m512i t) {
+    const __m512i x = _mm512_subs_epu8(t, _mm512_set1_epi8(1));
+    const __m512i y = _mm512_avg_epu8(x, _mm512_avg_epu8(x, _mm512_setzero_si512()));
+    return _mm512_and_si512(_mm512_srli_epi16(y, 6), _mm512_set1_epi8(3));
 }
 
 static inline void tq1_decode_avx512(const uint8_t *blk, __m512i g[4]) {
-    const __m512i va = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)blk));
-    const __m256i vb = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 32)));
-    uint32_t qh;
-    memcpy(&qh, blk + 48, 4);
-    const __m256i vh = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)qh));
-    const __m128i c = tq1_trits16(vh, _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27));
-    const __m128i b0 = tq1_trits16(vb, _mm256_set1_epi16(1)), b1 = tq1_trits16(vb, _mm256_set1_epi16(3));
-    const __m128i b2 = tq1_trits16(vb, _mm256_set1_epi16(9)), b3 = tq1_trits16(vb, _mm256_set1_epi16(27));
-    const __m128i b4 = tq1_trits16(vb, _mm256_set1_epi16(81));
-    g[0] = join256(tq1_trits32(va, 1), tq1_trits32(va, 81));
-    g[1] = join256(tq1_trits32(va, 3), _mm256_set_m128i(b1, b0));
-    g[2] = join256(tq1_trits32(va, 9), _mm256_set_m128i(b3, b2));
-    g[3] = join256(tq1_trits32(va, 27), _mm256_set_m128i(c, b4));
+    const __m512i q0 = _mm512_maskz_loadu_epi8(0x000FFFFFFFFFFFFFULL, blk); /* 52 bytes: never reads past */
+    const __m512i q1 = _mm512_add_epi8(_mm512_add_epi8(q0, q0), q0);
+    const __m512i q2 = tq1_times9(q0), q3 = tq1_times9(q1), q4 = tq1_times9(q2);
+    const __m512i t0 = tq1_trit(q0), t1 = tq1_trit(q1), t2 = tq1_trit(q2), t3 = tq1_trit(q3), t4 = tq1_trit(q4);
+    g[0] = _mm512_inserti64x4(t0, _mm512_castsi512_si256(t4), 1);
+    g[1] = _mm512_permutex2var_epi64(t1, _mm512_setr_epi64(0, 1, 2, 3, 12, 13, 4, 5), t0);
+    g[2] = _mm512_permutex2var_epi64(t2, _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 12, 13), t3);
+    const __m512i c01 = _mm512_permutex2var_epi32(t0, _mm512_setr_epi32(12, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t1);
+    const __m512i c23 = _mm512_permutex2var_epi32(t2, _mm512_setr_epi32(0, 0, 12, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t3);
+    const __m512i c = _mm512_mask_blend_epi32(0x000C, c01, c23);
+    const __m512i h = _mm512_permutex2var_epi32(t4, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 8, 9, 10, 11, 16, 17, 18, 19), c);
+    g[3] = _mm512_mask_blend_epi32(0xFF00, t3, h);
 }
 
 static inline __m512i codes_group_avx512(int fmt, __m512i w, const __m512i *tq1, int g, __m512i m3) {
