@@ -150,7 +150,7 @@ def test_bitnet_flavor_needs_the_fork_and_fails_clearly_offline(tmp_path):
     with pytest.raises(UsageError):
         fetch_cpp(FetchRequest(flavor="llama.cpp", cpp_dir=tmp_path))  # no source given
     src = make_project(tmp_path / "notbitnet")
-    with pytest.raises(ReferenceUnavailable, match="3rdparty/llama.cpp"):
+    with pytest.raises(ReferenceUnavailable, match=r"3rdparty/llama\.cpp"):
         fetch_cpp(FetchRequest(flavor="bitnet", source=src, cpp_dir=tmp_path / "c"))
     with pytest.raises(ReferenceUnavailable, match="git clone"):
         fetch_cpp(FetchRequest(flavor="bitnet", repo=f"file://{tmp_path}/no-such-repo", cpp_dir=tmp_path / "c2"))

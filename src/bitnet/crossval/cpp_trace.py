@@ -36,7 +36,7 @@ from bitnet.crossval.llama_api import (
 
 #: our stage → llama.cpp callback names (both API generations), in order of preference; `{L}` = layer
 CPP_STAGE_NAMES: dict[str, tuple[str, ...]] = {
-    "embeddings": ("inp_embd",),
+    "embeddings": ("inp_embd", "embd"),
     "attn_norm": ("attn_norm-{L}",),
     "q": ("Qcur-{L}",),
     "k": ("Kcur-{L}",),
@@ -51,7 +51,7 @@ CPP_STAGE_NAMES: dict[str, tuple[str, ...]] = {
     "ffn_norm": ("ffn_norm-{L}",),
     "ffn_gate": ("ffn_gate-{L}", "ffn_gate_s-{L}"),
     "ffn_up": ("ffn_up-{L}", "ffn_up_s-{L}"),
-    "ffn_act": ("ffn_gate_par-{L}",),
+    "ffn_act": ("ffn_gate_par-{L}", "ffn_swiglu-{L}", "ffn_sub_out-{L}"),
     "ffn_sub_norm": ("ffn_sub_norm-{L}",),
     "ffn_out": ("ffn_down-{L}", "ffn_down_s-{L}", "ffn_out-{L}"),
     "layer_out": ("l_out-{L}",),

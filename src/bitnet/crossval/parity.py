@@ -135,11 +135,13 @@ def run_parity(
     engine: Any = None,
     session: Any = None,
     trace_dirs: tuple[Path, Path] | None = None,
+    ref_model: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Tokenization parity, then per-position logits metrics, then greedy streams of `max_tokens` tokens.
 
     `trace_dirs` = (ours, reference): both sides trace the all-position evaluation there (values included).
-    Reuses `engine` / `session` when given (the suite runs many prompts on one load).
+    Reuses `engine` / `session` when given (the suite runs many prompts on one load). `ref_model` gives the C++
+    side a different file (default: the same), e.g. the original of a deliberately modified copy.
     """
     from bitnet.crossval.ffi import CppSession
 
@@ -158,7 +160,8 @@ def run_parity(
         tracer = CppTracer(trace_dirs[1], save_values=True)
     own_session = session is None or tracer is not None
     if own_session:
-        session = CppSession(model, manifest=manifest, n_threads=opts.threads, n_ctx=opts.n_ctx, tracer=tracer)
+        session = CppSession(Path(ref_model) if ref_model else model, manifest=manifest, n_threads=opts.threads,
+                             n_ctx=opts.n_ctx, tracer=tracer)  # fmt: skip
     timings["load_s"] = time.perf_counter() - t0
     try:
         t = time.perf_counter()
@@ -172,6 +175,7 @@ def run_parity(
         timings["tokenize_s"] = time.perf_counter() - t
         result: dict[str, Any] = {
             "model": str(model),
+            "ref_model": str(ref_model or model),
             "prompt": prompt,
             "engine": engine.describe(),
             "reference": session.describe(),

@@ -235,13 +235,3 @@ def summarize(report: dict[str, Any]) -> str:
 
 def _fmt(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
-
-
-def require_ok(report: dict[str, Any]) -> None:
-    """Raise CheckFailed when the suite's verdict is negative (after the report was written)."""
-    from bitnet.errors import CheckFailed
-
-    if not report["ok"]:
-        raise CheckFailed(f"crossval failed: {'; '.join(report['notes']) or 'see the report'}",
-                          hint=f"details in {DEFAULT_REPORT} (or the --report path)")
-

@@ -9,6 +9,17 @@ import click
 from bitnet.cli.output import Output, with_output
 
 
+def verdict_exit(out: Output, ok: bool, message: str) -> int:
+    """0 when the check passed; else 1 (CheckFailed's code), returned rather than raised so that JSON mode prints
+    exactly one document (the result, whose `ok` is false) and text mode one line on stderr."""
+    from bitnet.errors import ExitCode
+
+    if ok:
+        return 0
+    out.err.print(f"FAILED: {message}", markup=False)
+    return int(ExitCode.CHECK_FAILED)
+
+
 @click.command()
 @click.option("--flavor", type=click.Choice(["bitnet", "llama.cpp"]), default="bitnet", show_default=True,
               help="microsoft/BitNet (fork with I2_S) or upstream llama.cpp.")
@@ -128,7 +139,6 @@ def crossval(out: Output, model: Path | None, cpp_dir: Path | None, flavor: str,
         DEFAULT_PROMPTS,
         DEFAULT_REPORT,
         SuiteOptions,
-        require_ok,
         run_suite,
         summarize,
     )
@@ -138,8 +148,7 @@ def crossval(out: Output, model: Path | None, cpp_dir: Path | None, flavor: str,
                         report=report or DEFAULT_REPORT)  # fmt: skip
     rep = run_suite(opts)
     out.result({**rep, "report_path": str(opts.report)}, text=summarize(rep) + f"\nreport: {opts.report}")
-    require_ok(rep)
-    return 0
+    return verdict_exit(out, rep["ok"], "crossval diverges: " + "; ".join(rep["notes"]))
 
 
 @click.command()
@@ -157,10 +166,12 @@ def crossval(out: Output, model: Path | None, cpp_dir: Path | None, flavor: str,
 @_CPP_DIR
 @click.option("--trace-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="also trace both sides into TRACE_DIR/ours and TRACE_DIR/cpp (for trace-diff).")
+@click.option("--cpp-model", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="give the C++ reference this GGUF instead of --model (e.g. the original of a modified copy).")
 @with_output
 def crossval_per_token(out: Output, model: Path, tokenizer: Path | None, prompt: str, max_tokens: int,
                        cos_tol: float, nmse_tol: float, profile: str | None, ffn_act: str | None, flavor: str,
-                       cpp_dir: Path | None, trace_dir: Path | None) -> int:
+                       cpp_dir: Path | None, trace_dir: Path | None, cpp_model: Path | None) -> int:
     """Per-position logits comparison with the C++ reference, then greedy streams.
 
     Exit 0 when tokens, logits (cosine ≥ --cos-tol, NMSE ≤ --nmse-tol) and greedy streams agree; 1 (CheckFailed)
@@ -168,20 +179,16 @@ def crossval_per_token(out: Output, model: Path, tokenizer: Path | None, prompt:
     """
     from bitnet.crossval.parity import DETERMINISTIC_ENV, ParityOptions, run_parity, scoped_env
     from bitnet.crossval.report_text import per_token_text
-    from bitnet.errors import CheckFailed
-
     opts = ParityOptions(flavor=flavor, cpp_dir=cpp_dir, profile=profile, ffn_act=ffn_act, tokenizer=tokenizer,
                          cos_tol=cos_tol, nmse_tol=nmse_tol)  # fmt: skip
     dirs = (trace_dir / "ours", trace_dir / "cpp") if trace_dir else None
     with scoped_env(dict(DETERMINISTIC_ENV)):
-        res = run_parity(model, prompt, max_tokens=max_tokens, opts=opts, trace_dirs=dirs)
+        res = run_parity(model, prompt, max_tokens=max_tokens, opts=opts, trace_dirs=dirs, ref_model=cpp_model)
     if dirs:
         res["trace_dirs"] = {"ours": str(dirs[0]), "cpp": str(dirs[1])}
     out.result(res, text=lambda console: console.print(per_token_text(res), markup=False))
-    if not res["ok"]:
-        raise CheckFailed(f"divergence: {res['verdict']}",
-                          hint="trace both sides with --trace-dir D, then `xtask trace-diff D/ours D/cpp`")
-    return 0
+    hint = "" if trace_dir else " (trace both sides with --trace-dir D, then `xtask trace-diff D/ours D/cpp`)"
+    return verdict_exit(out, res["ok"], f"divergence: {res['verdict']}{hint}")
 
 
 @click.command()
@@ -193,15 +200,11 @@ def crossval_per_token(out: Output, model: Path, tokenizer: Path | None, prompt:
 def trace_diff(out: Output, ours_dir: Path, cpp_dir: Path, rel_tol: float) -> int:
     """First divergent (seq, layer, stage) between two trace dirs. Exit 0 match, 1 divergence, 20 missing dir."""
     from bitnet.crossval.trace_diff import diff_traces, format_diff
-    from bitnet.errors import CheckFailed
-
     res = diff_traces(ours_dir, cpp_dir, rel_tol=rel_tol)
     out.result(res, text=lambda console: console.print(format_diff(res), markup=False))
-    if not res["ok"]:
-        fd = res["first_divergence"]
-        where = f"seq={fd['seq']} layer={fd['layer']} stage={fd['stage']}" if fd else "no common tracepoints"
-        raise CheckFailed(f"traces diverge: {where}")
-    return 0
+    fd = res["first_divergence"]
+    where = f"seq={fd['seq']} layer={fd['layer']} stage={fd['stage']}" if fd else "no common tracepoints"
+    return verdict_exit(out, res["ok"], f"traces diverge: {where}")
 
 
 @click.command()
@@ -220,7 +223,7 @@ def full_crossval(out: Output, offline: bool, model: Path | None, flavor: str | 
                   max_tokens: int, report: Path | None, force: bool) -> int:
     """Model → fetch-cpp → crossval in one command, with one verdict. Exit codes as `crossval` (plus 21, 14)."""
     from bitnet.crossval.full import FullOptions, run_full
-    from bitnet.crossval.suite import DEFAULT_REPORT, require_ok, summarize
+    from bitnet.crossval.suite import DEFAULT_REPORT, summarize
 
     res = run_full(FullOptions(offline=offline, model=model, flavor=flavor, cpp_dir=cpp_dir, max_tokens=max_tokens,
                                report=report or DEFAULT_REPORT, force=force))  # fmt: skip
@@ -236,8 +239,7 @@ def full_crossval(out: Output, offline: bool, model: Path | None, flavor: str | 
         console.print(f"VERDICT: {verdict} (total {res['seconds']} s; report {res['report_path']})", markup=False)
 
     out.result(res, text=text)
-    require_ok(res["report"])
-    return 0
+    return verdict_exit(out, res["ok"], "full-crossval: " + ("; ".join(res["report"]["notes"]) or "failed"))
 
 
 @click.command()
@@ -258,13 +260,10 @@ def crossval_sweep(out: Output, model: Path, tokenizer: Path | None, outdir: Pat
     """
     from bitnet.crossval.parity import ParityOptions
     from bitnet.crossval.sweep import run_sweep, summary_markdown
-    from bitnet.errors import CheckFailed
-
     tok = None if tokenizer is None or str(tokenizer) == "-" else tokenizer
     opts = ParityOptions(flavor=flavor, cpp_dir=cpp_dir, profile=profile, ffn_act=ffn_act, cos_tol=cos_tol)
     res = run_sweep(model, tok, outdir, opts=opts)
     out.result(res, text=lambda console: console.print(summary_markdown(res) + f"\nreport: {outdir / 'report.html'}",
                                                          markup=False))  # fmt: skip
-    if not res["ok"]:
-        raise CheckFailed(f"{sum(not r['ok'] for r in res['scenarios'])} scenario(s) diverge; see {outdir}/summary.md")
-    return 0
+    n_bad = sum(not r["ok"] for r in res["scenarios"])
+    return verdict_exit(out, res["ok"], f"{n_bad} scenario(s) diverge; see {outdir}/summary.md")
