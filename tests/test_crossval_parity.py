@@ -63,7 +63,10 @@ def test_perturbed_model_is_caught_with_position_layer_and_stage(cpp_reference, 
     fd = td["first_divergence"]
     assert (fd["seq"], fd["layer"], fd["stage"]) == (0, 1, "ffn_sub_norm")
     # the unmodified model passes the same command
-    ok_args = ["crossval-per-token", "--model", str(original), "--prompt", "Count: 1,2,3,", "--max-tokens", "4"]
+    from bitnet.formats.fixtures import tokenizer_path_for
+
+    ok_args = ["crossval-per-token", "--model", str(original), "--tokenizer", str(tokenizer_path_for(original)),
+               "--prompt", "Count: 1,2,3,", "--max-tokens", "4"]
     assert run_cli(cli, ok_args) == 0
     assert "verdict: AGREE" in capsys.readouterr().out
 

@@ -75,14 +75,14 @@ def setup_crossval(out: Output, cpp_dir: Path | None, model: Path | None, write_
     from bitnet.errors import ReferenceUnavailable
 
     res = crossval_environment(cpp_dir, model)
+    if not res["ok"]:
+        raise ReferenceUnavailable(f"no C++ reference built under {res['cpp_dir']}",
+                                   hint="xtask fetch-cpp --flavor llama.cpp --sdist")
     text = shell_exports(res["env"])
     if write_to is not None:
         _write_text_atomic(write_to, text + "\n")
         res["written_to"] = str(write_to)
     out.result(res, text=text if write_to is None else f"wrote {write_to} (source it)")
-    if not res["ok"]:
-        raise ReferenceUnavailable(f"no C++ reference built under {res['cpp_dir']}",
-                                   hint="xtask fetch-cpp --flavor llama.cpp --sdist")
     return 0
 
 
