@@ -185,7 +185,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
 
 
 def _plot_png(rows: list[dict[str, Any]]) -> str | None:
-    """Base64 PNG of per-position cosine (top) and KL (bottom) per scenario; None without matplotlib."""
+    """Base64 PNG of per-position 1 − cosine (top) and KL (bottom), log scale, per scenario; None without matplotlib."""
     try:
         import matplotlib
 
@@ -196,10 +196,12 @@ def _plot_png(rows: list[dict[str, Any]]) -> str | None:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for r in rows:
         if r.get("cosine"):
-            ax1.plot(range(len(r["cosine"])), r["cosine"], marker="o", ms=3, label=r["name"])
+            ax1.plot(range(len(r["cosine"])), [max(1.0 - c, 1e-12) for c in r["cosine"]], marker="o", ms=3,
+                     label=r["name"])
             ax2.plot(range(len(r["kl"])), [max(k, 1e-16) for k in r["kl"]], marker="o", ms=3, label=r["name"])
-    ax1.set_ylabel("cosine similarity")
-    ax1.axhline(GREEN, color="orange", lw=0.8, ls="--")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("1 − cosine similarity")
+    ax1.axhline(1.0 - GREEN, color="orange", lw=0.8, ls="--")
     ax1.legend(fontsize=7)
     ax2.set_yscale("log")
     ax2.set_ylabel("KL(ref ‖ ours)")
