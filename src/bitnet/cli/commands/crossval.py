@@ -186,6 +186,12 @@ def crossval_per_token(out: Output, model: Path, tokenizer: Path | None, prompt:
         res = run_parity(model, prompt, max_tokens=max_tokens, opts=opts, trace_dirs=dirs, ref_model=cpp_model)
     if dirs:
         res["trace_dirs"] = {"ours": str(dirs[0]), "cpp": str(dirs[1])}
+    lg = res.get("logits") or {}
+    # the seed's JSON fields, kept for scripts written against it
+    res.update(first_divergence_token=lg.get("first_divergent_position"),
+               per_token_cosine_sim=[p["cosine"] for p in lg.get("positions", [])],
+               per_token_l2_dist=[p["l2"] for p in lg.get("positions", [])],
+               max_absolute_diff=lg.get("max_abs"), threshold=cos_tol, status="ok" if res["ok"] else "diverged")
     out.result(res, text=lambda console: console.print(per_token_text(res), markup=False))
     hint = "" if trace_dir else " (trace both sides with --trace-dir D, then `xtask trace-diff D/ours D/cpp`)"
     return verdict_exit(out, res["ok"], f"divergence: {res['verdict']}{hint}")
