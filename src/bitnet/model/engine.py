@@ -229,11 +229,6 @@ def load_model(
                                threads=threads, tokenizer_json=tokenizer_json)
     if backend != "cpu":
         raise UsageError(f"unknown backend {backend!r}; choose cpu or cuda")
-    if backend == "cuda":  # the whole forward on the device (bitnet.model.gpu), same Engine interface
-        from bitnet.model.gpu import load_gpu_engine
-
-        return load_gpu_engine(path, profile=profile, ffn_act=ffn_act, kv_dtype=kv_dtype, numerics=numerics,
-                               tokenizer_json=tokenizer_json)  # type: ignore[return-value]  # fmt: skip
     from bitnet.formats.gguf_reader import open_gguf
     from bitnet.model.config import ModelConfig
     from bitnet.model.loader import load_weights

@@ -47,6 +47,7 @@ def _register_ids() -> None:
         ("cuda_f16_lmhead_torch", "lmhead", "f16"),
         ("cuda_f32_lmhead_torch", "lmhead", "f32"),
         ("cuda_embedding_torch", "embedding", None),
+        ("cuda_float_matmul_torch", "matmul_float", None),
         ("cuda_sample_torch", "sample", None),
     ]
     for kid, op, fmt in ids:
@@ -175,6 +176,18 @@ class QuantAct:
         return self.profile == "block256"
 
 
+_SCALARS: dict[tuple[float, Any, Any], Any] = {}
+
+
+def _scalar(value: float, dtype: Any, device: Any) -> Any:
+    """A cached one-element device tensor (kernels load it in full precision; also safe inside CUDA graphs)."""
+    key = (float(value), dtype, str(device))
+    t = _SCALARS.get(key)
+    if t is None:
+        t = _SCALARS[key] = _torch().tensor([value], dtype=dtype, device=device)
+    return t
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -219,7 +232,7 @@ def norm_quantize(
     w = norm_weight if norm_weight is not None else x
     num_warps = 4 if block <= 2048 else (8 if block <= 8192 else 16)
     k.norm_quant_kernel[(m,)](
-        x, x.stride(0), w, y, q, scales, sums, kdim, nb, float(eps),
+        x, x.stride(0), w, y, q, scales, sums, kdim, nb, _scalar(eps, x.dtype, dev),
         GLU=glu_code, HAS_NORM=norm_weight is not None, QUANT=quant, BLOCK=block, PRECISE=not interpret_mode(),
         num_warps=num_warps, **_launch_opts(),
     )  # fmt: skip
@@ -252,8 +265,9 @@ class GemmConfig:
     num_stages: int
 
 
-#: (N, K) → tuned GEMV config; filled by `tune_gemv` (bench) and read by every launch
+#: (N, K, blocks) → tuned config; filled by the benchmark's sweep (bench/gpu.py) and read by every launch
 _GEMV_TUNED: dict[tuple[int, int, bool], GemvConfig] = {}
+_GEMM_TUNED: dict[tuple[int, int, bool], GemmConfig] = {}
 
 
 def default_gemv_config(n: int, k: int, blocks: bool) -> GemvConfig:
@@ -267,8 +281,8 @@ def gemv_candidates(n: int, k: int, blocks: bool) -> list[GemvConfig]:
     bks = [256] if blocks else [b for b in (256, 512, 1024) if k >= b]
     out = []
     for bk in bks:
-        for bn in (2, 4, 8, 16):
-            for nw in (2, 4, 8):
+        for bn in (4, 8, 16):
+            for nw in (4, 8):
                 if bn * bk // 16 >= 32 * nw:  # at least one word per thread
                     out.append(GemvConfig(bn, bk, nw))
     return out
@@ -348,7 +362,7 @@ def ternary_matmul(
             num_warps=cfg.num_warps, **args, **flags, **_launch_opts(),
         )  # fmt: skip
     elif kind == "gemm":
-        cfg2 = gemm_config or default_gemm_config(m, n, kdim, blocks)
+        cfg2 = gemm_config or _GEMM_TUNED.get((n, kdim, blocks)) or default_gemm_config(m, n, kdim, blocks)
         bk = 256 if blocks else cfg2.bk
         grid = (triton_cdiv(m, cfg2.bm), triton_cdiv(n, cfg2.bn))
         k.ternary_gemm_kernel[grid](
@@ -366,6 +380,12 @@ def default_gemm_config(m: int, n: int, k: int, blocks: bool) -> GemmConfig:
         return GemmConfig(bm=16, bn=16, bk=256 if blocks else 128, num_warps=4, num_stages=1)
     bm = 64 if m <= 64 else 128
     return GemmConfig(bm=bm, bn=128, bk=256 if blocks or k % 256 == 0 else 128, num_warps=8, num_stages=3)
+
+
+def gemm_candidates(blocks: bool) -> list[GemmConfig]:
+    bks = (256,) if blocks else (128, 256)
+    return [GemmConfig(bm, bn, bk, nw, ns) for bk in bks for (bm, bn, nw) in ((128, 128, 8), (64, 128, 4),
+            (128, 256, 8), (64, 64, 4)) for ns in (2, 4)]  # fmt: skip
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -403,12 +423,12 @@ def rope_kv(qkv: Any, pos: Any, cos: Any, sin: Any, q_out: Any, k_cache: Any, v_
     REGISTRY.record("cuda_rope_neox_triton")
 
 
-def decode_attention(q: Any, k_cache: Any, v_cache: Any, pos: Any, out: Any, hkv: int, scale: float) -> None:
-    """One query token [H, D] against cache rows 0..pos (pos read on the device)."""
+def decode_attention(q: Any, k_cache: Any, v_cache: Any, pos: Any, out: Any, hkv: int) -> None:
+    """One query token [H, D] against cache rows 0..pos (pos read on the device), scale 1/sqrt(D)."""
     k = _kernels()
     h, d = q.shape
     k.decode_attention_kernel[(h,)](
-        q, k_cache, v_cache, pos, out, hkv, h // hkv, float(scale), D=d, BT=32 if d <= 128 else 16,
+        q, k_cache, v_cache, pos, out, hkv, h // hkv, D=d, BT=32 if d <= 128 else 16,
         PRECISE=not interpret_mode(),
         num_warps=4, **_launch_opts(),
     )  # fmt: skip

@@ -86,7 +86,7 @@ def norm_quant_kernel(
     sum_ptr,
     K,
     NB,
-    eps,
+    eps_ptr,  # [1] in x's dtype: a Python float argument would arrive as float32
     GLU: tl.constexpr,  # 0: input is x; 1: relu(g)^2 * u; 2: silu(g) * u, with g = x[:K], u = x[K:2K]
     HAS_NORM: tl.constexpr,
     QUANT: tl.constexpr,  # 0: store y (float); 1: per-token int8; 2: block256 int8
@@ -116,6 +116,7 @@ def norm_quant_kernel(
         sq = (x * x).to(tl.float64)
         ss = tl.sum(sq, axis=0)
         mean = (ss / K).to(x.dtype)
+        eps = tl.load(eps_ptr).to(x.dtype)
         rs = _div(mean * 0.0 + 1.0, _sqrt(mean + eps))
         w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(x.dtype)
         y = (x * rs) * w
@@ -417,18 +418,19 @@ def rope_kv_kernel(
     o0 = x0 * c - x1 * s
     o1 = x0 * s + x1 * c
     if h < H:
-        dst = q_out_ptr + (t * H + h) * D
-        tl.store(dst + i, o0, mask=mask)
-        tl.store(dst + half + i, o1, mask=mask)
+        qdst = q_out_ptr + (t * H + h) * D
+        tl.store(qdst + i, o0, mask=mask)
+        tl.store(qdst + half + i, o1, mask=mask)
     else:
         kh = h - H
-        dst = k_cache_ptr + (pos * HKV + kh) * D
-        tl.store(dst + i, o0, mask=mask)
-        tl.store(dst + half + i, o1, mask=mask)
+        kdst = k_cache_ptr + (pos * HKV + kh) * D
+        tl.store(kdst + i, o0.to(kdst.dtype.element_ty), mask=mask)
+        tl.store(kdst + half + i, o1.to(kdst.dtype.element_ty), mask=mask)
         vsrc = qkv_ptr + t * width + (H + HKV + kh) * D
         vdst = v_cache_ptr + (pos * HKV + kh) * D
-        tl.store(vdst + i, tl.load(vsrc + i, mask=mask, other=0.0), mask=mask)
-        tl.store(vdst + half + i, tl.load(vsrc + half + i, mask=mask, other=0.0), mask=mask)
+        vt = vdst.dtype.element_ty
+        tl.store(vdst + i, tl.load(vsrc + i, mask=mask, other=0.0).to(vt), mask=mask)
+        tl.store(vdst + half + i, tl.load(vsrc + half + i, mask=mask, other=0.0).to(vt), mask=mask)
 
 
 # ------------------------------------------------------------------------------------------- decode attention
@@ -437,21 +439,20 @@ def rope_kv_kernel(
 @triton.jit
 def decode_attention_kernel(
     q_ptr,  # [H, D] one query token
-    k_cache_ptr,  # [n_ctx, HKV, D]
+    k_cache_ptr,  # [n_ctx, HKV, D] (cache dtype)
     v_cache_ptr,
     pos_ptr,  # int32 [1]: position of the query; keys 0..pos are attended
     out_ptr,  # [H, D]
     HKV,
     GROUP,
-    scale,
     D: tl.constexpr,
     BT: tl.constexpr,
     PRECISE: tl.constexpr,
 ):
-    """Softmax attention of one query head over the cached keys, two passes (max, then exp-sum) like a plain
-    softmax rather than an online one, so the result follows the CPU formula softmax(q·kᵀ·scale)·V closely.
-
-    The length comes from device memory, so one CUDA graph serves every decode position.
+    """Softmax attention of one query head over the cached keys, in `attention_ref`'s order: scores
+    (q·k)·(1/√D) in the query dtype, max, e = exp(s − max), inv = 1/Σe, P = e·inv, out = Σ P·v (three passes
+    over the keys rather than an online softmax). The length comes from device memory, so one CUDA graph serves
+    every decode position.
     """
     h = tl.program_id(0)
     kvh = h // GROUP
@@ -460,28 +461,34 @@ def decode_attention_kernel(
     tt = tl.arange(0, BT)
     q = tl.load(q_ptr + h * D + d)
     dt = q.dtype
+    scale = (1.0 / tl.sqrt(tl.full([], D, tl.float64))).to(dt)  # numpy: dt.type(1.0 / np.sqrt(D))
     mx = tl.full([BT], float("-inf"), dtype=dt)
     for t0 in range(0, n, BT):
         t = t0 + tt
         tmask = t < n
         k = tl.load(k_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
-        s = tl.sum(k * q[None, :], axis=1) * scale
+        s = tl.sum(k.to(dt) * q[None, :], axis=1) * scale
         mx = tl.maximum(mx, tl.where(tmask, s, float("-inf")))
     m = tl.max(mx, axis=0)
-    lsum = tl.zeros([BT], dtype=dt)
-    acc = tl.zeros([BT, D], dtype=dt)
+    lsum = tl.zeros([BT], dtype=tl.float64)
     for t0 in range(0, n, BT):
         t = t0 + tt
         tmask = t < n
         k = tl.load(k_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
-        s = tl.sum(k * q[None, :], axis=1) * scale
-        p = tl.where(tmask, _exp(s - m, PRECISE), 0.0)
-        v = tl.load(v_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
-        lsum += p
-        acc += p[:, None] * v
+        s = tl.sum(k.to(dt) * q[None, :], axis=1) * scale
+        lsum += tl.where(tmask, _exp(s - m, PRECISE), 0.0).to(tl.float64)
     total = tl.sum(lsum, axis=0)
-    o = tl.sum(acc, axis=0)
-    tl.store(out_ptr + h * D + d, _div(o, tl.zeros([D], dtype=dt) + total))
+    inv = (1.0 / total).to(dt)
+    acc = tl.zeros([BT, D], dtype=tl.float64)
+    for t0 in range(0, n, BT):
+        t = t0 + tt
+        tmask = t < n
+        k = tl.load(k_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
+        s = tl.sum(k.to(dt) * q[None, :], axis=1) * scale
+        p = tl.where(tmask, _exp(s - m, PRECISE) * inv, 0.0)
+        v = tl.load(v_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
+        acc += p.to(tl.float64)[:, None] * v.to(tl.float64)
+    tl.store(out_ptr + h * D + d, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty))
 
 
 __all__ = [
