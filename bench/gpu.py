@@ -210,14 +210,44 @@ def bench_gemm(m: int) -> list[dict[str, Any]]:
 
 
 def bench_norm_quant() -> list[dict[str, Any]]:
+    """The fused (GLU +) RMSNorm + int8 kernel at decode shapes, over num_warps; the best is kept for e2e."""
     rows = []
     for k, glu in ((2560, None), (6912, "relu2")):
         x = torch.randn((1, 2 * k if glu else k), device="cuda", dtype=torch.float64)
         w = torch.rand(k, device="cuda")
-        t = time_graph([lambda x=x, w=w, glu=glu: ops.norm_quantize(x, "per-token", w, 1e-5, glu=glu)] * 20)
-        rows.append(
-            {"what": f"{'relu2-GLU + ' if glu else ''}RMSNorm + per-token int8, K={k}, f64 in", "us": t * 1e6}
-        )
+        block = 1 << (k - 1).bit_length()
+        per = {}
+        for nw in (4, 8, 16, 32):
+            ops._NORM_WARPS[block] = nw
+            per[nw] = time_graph(
+                [lambda x=x, w=w, glu=glu: ops.norm_quantize(x, "per-token", w, 1e-5, glu=glu)] * 20
+            )
+        best = min(per, key=per.get)
+        ops._NORM_WARPS[block] = best
+        rows.append({"what": f"{'relu2-GLU + ' if glu else ''}RMSNorm + per-token int8, K={k}, f64 in",
+                     "us": per[best] * 1e6, "num_warps": best, "us_by_warps": {w: t * 1e6 for w, t in per.items()}})  # fmt: skip
+        log(f"norm_quant K={k} glu={glu}: " + ", ".join(f"w{w}={t * 1e6:.2f}us" for w, t in per.items()))
+    return rows
+
+
+def bench_attention() -> list[dict[str, Any]]:
+    """Decode attention (2B-4T heads: 20 q / 5 kv, D=128, f32 cache) at several context lengths."""
+    rows = []
+    h, hkv, d, n_ctx = 20, 5, 128, 4096
+    q = torch.randn((h, d), device="cuda", dtype=torch.float64)
+    kc = torch.randn((n_ctx, hkv, d), device="cuda")
+    vc = torch.randn((n_ctx, hkv, d), device="cuda")
+    out = torch.empty((h, d), device="cuda", dtype=torch.float64)
+    for n in (128, 512, 2048):
+        pos = torch.tensor([n - 1], dtype=torch.int32, device="cuda")
+        r: dict[str, Any] = {"context": n}
+        for split in (False, True):
+            r["split_us" if split else "single_us"] = 1e6 * time_graph(
+                [lambda pos=pos, split=split: ops.decode_attention(q, kc, vc, pos, out, hkv, split=split)]
+                * 10
+            )
+        rows.append(r)
+        log(f"attention n={n}: single {r['single_us']:.1f} us, split-K {r['split_us']:.1f} us")
     return rows
 
 
@@ -354,10 +384,13 @@ def markdown(res: dict[str, Any]) -> str:
                   f"**{100 * e['fraction_of_roofline_measured_bw']:.1f}%**; at 4.8 TB/s spec: "
                   f"{e['roofline_tok_s_spec_4_8_tbs']:.0f} tok/s → {100 * e['fraction_of_roofline_spec_bw']:.1f}%",
                   f"- achieved: {e['achieved_tb_s']:.2f} TB/s"]  # fmt: skip
-    lines += [
-        "",
-        "Fused RMSNorm+quant kernels: " + "; ".join(f"{r['what']}: {r['us']:.2f} µs" for r in res["norm"]),
-    ]
+    norm = "; ".join(f"{r['what']}: {r['us']:.2f} µs (num_warps {r['num_warps']})" for r in res["norm"])
+    attn = "; ".join(
+        f"ctx {r['context']}: single-kernel {r['single_us']:.1f} µs, split-K {r['split_us']:.1f} µs"
+        for r in res["attention"]
+    )
+    lines += ["", f"Fused RMSNorm+quant kernels: {norm}", "",
+              f"Decode attention (20 heads / 5 KV heads, D=128, f32 cache, f64 math): {attn}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -385,6 +418,7 @@ def main() -> int:
     res["gemv"], res["tuned_gemv"] = bench_gemv(args.quick)
     res["gemm"] = bench_gemm(512)
     res["norm"] = bench_norm_quant()
+    res["attention"] = bench_attention()
     # the HBM ceiling: the best bandwidth any measured pass reached (copy, read-only sum, the lm_head GEMV)
     lm = next(r for r in res["gemv"] if "gb_s" in r)
     res["hbm_measured_tb_s"] = max(res["copy"]["tb_per_s_read_plus_write"], res["copy"]["read_only_sum_tb_per_s"],

@@ -179,3 +179,22 @@ def test_float_gemv_and_bad_input(dev):
                    _to(dev, np.zeros((1, 1), np.int32)))  # fmt: skip
     with pytest.raises(InvalidInputError):
         ternary_matmul(bad, w)
+
+
+@pytest.mark.parametrize("n", [1, 5, 40, 77])
+def test_decode_attention_matches_reference(dev, n):
+    from bitnet.kernels.gpu.ops import decode_attention
+    from bitnet.kernels.reference import attention_ref
+
+    rng = np.random.default_rng(6 + n)
+    h, hkv, d, n_ctx = 4, 2, 64, 96
+    q = rng.standard_normal((h, d))
+    kc = rng.standard_normal((n_ctx, hkv, d)).astype(np.float32)
+    vc = rng.standard_normal((n_ctx, hkv, d)).astype(np.float32)
+    kc[n:] = np.nan  # positions past the query must never be read into the result
+    ref = attention_ref(q[None], kc[:n], vc[:n], n - 1)[0]
+    pos = _to(dev, np.array([n - 1], dtype=np.int32))
+    for split in (False, True):
+        out = torch.full((h, d), float("nan"), dtype=torch.float64, device=dev)
+        decode_attention(_to(dev, q), _to(dev, kc), _to(dev, vc), pos, out, hkv, split=split)
+        np.testing.assert_allclose(out.cpu().numpy(), ref, rtol=1e-12, atol=1e-13, err_msg=f"split={split}")

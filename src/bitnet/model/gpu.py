@@ -79,7 +79,11 @@ class GpuWeights:
     layers: list[GpuLayer]
     output_norm: Any
     output: Any  # [V, H] f16/f32 (the same tensor as token_embd when tied)
-    formats: dict[str, int]
+    format_counts: dict[str, int]
+
+    def formats(self) -> dict[str, int]:
+        """Projection matrices per file format (same as `ModelWeights.formats()`)."""
+        return dict(self.format_counts)
 
     def bytes_per_token(self) -> int:
         n = sum(lin.nbytes for layer in self.layers for lin in (layer.wqkv, layer.wo, layer.wgu, layer.wdown))
@@ -454,6 +458,21 @@ class GpuEngine:
             if i + 1 < cfg.max_tokens:
                 logits = self.decode_device(tok_dev)
 
+    def close(self) -> None:
+        """Release the device buffers and the model's memory map (the engine is unusable afterwards)."""
+        closer = getattr(self._keepalive, "close", None)
+        if closer is not None:
+            closer()
+        self._keepalive = None
+        self._graph = None
+        self.model.k_cache = self.model.v_cache = None
+
+    def __enter__(self) -> GpuEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def greedy_device(self, first_token: int, n: int) -> Any:
         """`n` greedy decode steps with no host synchronisation in between (the benchmark's decode loop);
         returns the int64 [n] device tensor of tokens."""
@@ -485,7 +504,7 @@ class GpuEngine:
             "threads": None,
             "threads_applied": False,
             "deterministic": deterministic(),
-            "weight_formats": dict(self.weights.formats),
+            "weight_formats": self.weights.formats(),
             "kernels": {k: k for k in sorted(self._graph_ids)} if self._graph_ids else {},
             "tokenizer": getattr(self.tokenizer, "source", None),
             "trace_dir": None,

@@ -177,6 +177,8 @@ class QuantAct:
 
 
 _SCALARS: dict[tuple[float, Any, Any], Any] = {}
+#: row block (next power of two of K) → num_warps of the fused norm/quant kernel, set by the benchmark's sweep
+_NORM_WARPS: dict[int, int] = {}
 
 
 def _scalar(value: float, dtype: Any, device: Any) -> Any:
@@ -230,7 +232,7 @@ def norm_quantize(
         sums = torch.empty((m, nb), dtype=torch.int32, device=dev)
         y = q
     w = norm_weight if norm_weight is not None else x
-    num_warps = 4 if block <= 2048 else (8 if block <= 8192 else 16)
+    num_warps = _NORM_WARPS.get(block) or (4 if block <= 1024 else (8 if block <= 4096 else 16))
     k.norm_quant_kernel[(m,)](
         x, x.stride(0), w, y, q, scales, sums, kdim, nb, _scalar(eps, x.dtype, dev),
         GLU=glu_code, HAS_NORM=norm_weight is not None, QUANT=quant, BLOCK=block, PRECISE=not interpret_mode(),
@@ -423,13 +425,36 @@ def rope_kv(qkv: Any, pos: Any, cos: Any, sin: Any, q_out: Any, k_cache: Any, v_
     REGISTRY.record("cuda_rope_neox_triton")
 
 
-def decode_attention(q: Any, k_cache: Any, v_cache: Any, pos: Any, out: Any, hkv: int) -> None:
-    """One query token [H, D] against cache rows 0..pos (pos read on the device), scale 1/sqrt(D)."""
+#: key chunks per head in split-K decode attention (grid = heads × splits)
+ATTN_SPLITS = 16
+
+
+def decode_attention(
+    q: Any, k_cache: Any, v_cache: Any, pos: Any, out: Any, hkv: int, *, split: bool = True
+) -> None:
+    """One query token [H, D] against cache rows 0..pos (pos read on the device), scale 1/sqrt(D).
+
+    `split=True` (default): split-K over `ATTN_SPLITS` chunks, then a combine launch; `False`: the single-kernel
+    three-pass version (one program per head), kept as the reference the split version is tested against.
+    """
+    torch = _torch()
     k = _kernels()
     h, d = q.shape
-    k.decode_attention_kernel[(h,)](
-        q, k_cache, v_cache, pos, out, hkv, h // hkv, D=d, BT=32 if d <= 128 else 16,
-        PRECISE=not interpret_mode(),
-        num_warps=4, **_launch_opts(),
-    )  # fmt: skip
+    bt = 32 if d <= 128 else 16
+    opts = dict(PRECISE=not interpret_mode(), **_launch_opts())
+    if not split:
+        k.decode_attention_kernel[(h,)](
+            q, k_cache, v_cache, pos, out, hkv, h // hkv, D=d, BT=bt, num_warps=4, **opts
+        )
+    else:
+        s = ATTN_SPLITS
+        m = torch.empty((h, s), dtype=q.dtype, device=q.device)
+        lse = torch.empty((h, s), dtype=torch.float64, device=q.device)
+        acc = torch.empty((h, s, d), dtype=torch.float64, device=q.device)
+        k.decode_attention_split_kernel[(h, s)](
+            q, k_cache, v_cache, pos, m, lse, acc, hkv, h // hkv, s, D=d, BT=bt, num_warps=4, **opts
+        )
+        k.decode_attention_combine_kernel[(h,)](
+            m, lse, acc, out, s, D=d, S_P2=_next_pow2(s), num_warps=4, **opts
+        )
     REGISTRY.record("cuda_attention_triton")

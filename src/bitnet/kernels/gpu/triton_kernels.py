@@ -491,8 +491,89 @@ def decode_attention_kernel(
     tl.store(out_ptr + h * D + d, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty))
 
 
+@triton.jit
+def decode_attention_split_kernel(
+    q_ptr,  # [H, D] one query token
+    k_cache_ptr,  # [n_ctx, HKV, D] (cache dtype)
+    v_cache_ptr,
+    pos_ptr,  # int32 [1]: keys 0..pos are attended
+    m_ptr,  # [H, S] partial max (query dtype)
+    l_ptr,  # [H, S] partial Σ exp(s − m) (float64)
+    acc_ptr,  # [H, S, D] partial Σ exp(s − m)·v (float64)
+    HKV,
+    GROUP,
+    S,
+    D: tl.constexpr,
+    BT: tl.constexpr,
+    PRECISE: tl.constexpr,
+):
+    """Split-K decode attention, part 1: program (h, sp) covers one of S contiguous chunks of the n = pos + 1
+    cached positions (chunk size computed on the device, so one CUDA graph serves every length).
+
+    The single-program version walks all keys three times on one SM per head; for batch-1 decode that serial
+    chain, not bandwidth, was the cost. Scores are (q·k)·(1/√D) in the query dtype as in `attention_ref`.
+    """
+    h = tl.program_id(0)
+    sp = tl.program_id(1)
+    kvh = h // GROUP
+    n = tl.load(pos_ptr) + 1
+    chunk = (n + S - 1) // S
+    lo = sp * chunk
+    hi = tl.minimum(lo + chunk, n)
+    d = tl.arange(0, D)
+    tt = tl.arange(0, BT)
+    q = tl.load(q_ptr + h * D + d)
+    dt = q.dtype
+    scale = (1.0 / tl.sqrt(tl.full([], D, tl.float64))).to(dt)
+    mx = tl.full([BT], float("-inf"), dtype=dt)
+    for t0 in range(lo, hi, BT):
+        t = t0 + tt
+        tmask = t < hi
+        k = tl.load(k_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
+        s = tl.sum(k.to(dt) * q[None, :], axis=1) * scale
+        mx = tl.maximum(mx, tl.where(tmask, s, float("-inf")))
+    m = tl.max(mx, axis=0)
+    lsum = tl.zeros([BT], dtype=tl.float64)
+    acc = tl.zeros([BT, D], dtype=tl.float64)
+    for t0 in range(lo, hi, BT):
+        t = t0 + tt
+        tmask = t < hi
+        k = tl.load(k_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
+        s = tl.sum(k.to(dt) * q[None, :], axis=1) * scale
+        e = tl.where(tmask, _exp(s - m, PRECISE), 0.0).to(tl.float64)
+        v = tl.load(v_cache_ptr + (t[:, None] * HKV + kvh) * D + d[None, :], mask=tmask[:, None], other=0.0)
+        lsum += e
+        acc += e[:, None] * v.to(tl.float64)
+    tl.store(m_ptr + h * S + sp, m)
+    tl.store(l_ptr + h * S + sp, tl.sum(lsum, axis=0))
+    tl.store(acc_ptr + (h * S + sp) * D + d, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def decode_attention_combine_kernel(
+    m_ptr, l_ptr, acc_ptr, out_ptr, S, D: tl.constexpr, S_P2: tl.constexpr, PRECISE: tl.constexpr
+):
+    """Split-K decode attention, part 2: out = Σ_s acc_s·e^(m_s − M) / Σ_s l_s·e^(m_s − M), M = max_s m_s."""
+    h = tl.program_id(0)
+    sidx = tl.arange(0, S_P2)
+    smask = sidx < S
+    d = tl.arange(0, D)
+    ms = tl.load(m_ptr + h * S + sidx, mask=smask, other=float("-inf"))
+    big = tl.max(ms, axis=0)
+    live = smask & (ms > float("-inf"))
+    w = tl.where(live, _exp(tl.where(live, ms - big, 0.0), PRECISE), 0.0).to(tl.float64)
+    ls = tl.load(l_ptr + h * S + sidx, mask=smask, other=0.0)
+    total = tl.sum(ls * w, axis=0)
+    accs = tl.load(acc_ptr + (h * S + sidx)[:, None] * D + d[None, :], mask=smask[:, None], other=0.0)
+    o = tl.sum(accs * w[:, None], axis=0)
+    o = o * (1.0 / total)
+    tl.store(out_ptr + h * D + d, o.to(out_ptr.dtype.element_ty))
+
+
 __all__ = [
+    "decode_attention_combine_kernel",
     "decode_attention_kernel",
+    "decode_attention_split_kernel",
     "float_gemv_kernel",
     "norm_quant_kernel",
     "rope_kv_kernel",
