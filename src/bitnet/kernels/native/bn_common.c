@@ -301,51 +301,24 @@ static float tq_block_scale(int fmt, const uint8_t *row, int64_t b) {
     return bn_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
-/* The float epilogue of one tile, shared by every instruction set (so all paths agree bit for bit), in the
- * reference's order: per (row, token) lane, blocks are accumulated one after another in float32; the 16 lanes of a
- * tile are independent, so the compiler vectorizes across them without changing any lane's arithmetic. See
- * docs/kernels.md for the four (format, profile) formulas. `s` holds the tile's sums at BN_OUT(b, r, t); dw the
- * TQ block scales [4][nb]; da/bs point at the per-block activation scales and sums of the T tokens. */
-static void tile_epilogue(int fmt, int profile, const int32_t *s, int64_t nb, const float *dw, float w_scale,
-                          const float *const da[4], const int32_t *const bs[4], const float a_scale[4],
-                          const int32_t a_sum[4], int T, float out[16]) {
-    if (fmt == BN_I2S && profile == BN_PER_TOKEN) { /* whole_row tiles: s[BN_OUT(0, r, t)] is the row total */
-        for (int j = 0; j < 16; j++) out[j] = ((float)s[j] - (float)a_sum[j & 3]) / a_scale[j & 3] * w_scale;
-        return;
+/* The float epilogue, shared by every instruction set (so all paths agree bit for bit). `s` are the per-block
+ * sums of raw codes times q (nbt entries). See docs/kernels.md for the four (format, profile) formulas. */
+static float epilogue(int fmt, int profile, const int32_t *s, int64_t nb, const float *d_w, float w_scale,
+                      float a_scale, int32_t a_sum, const float *a_d, const int32_t *a_bsum) {
+    if (fmt == BN_I2S) {
+        if (profile == BN_PER_TOKEN) /* the tile ran in whole_row mode: s[0] is the row total */
+            return ((float)s[0] - (float)a_sum) / a_scale * w_scale;
+        float acc = 0.f;
+        for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * a_d[b];
+        return acc * w_scale;
     }
-    if (T == 1) { /* GEMV: only lane t = 0 of each row is live; the same per-lane arithmetic, 4 lanes */
-        for (int r = 0; r < 4; r++) {
-            float acc = 0.f;
-            for (int64_t b = 0; b < nb; b++) {
-                const float sc = fmt == BN_I2S ? da[0][b]
-                                 : profile == BN_BLOCK256 ? da[0][b] * dw[r * nb + b] : dw[r * nb + b];
-                acc += (float)(s[BN_OUT(b, r, 0)] - bs[0][b]) * sc;
-            }
-            out[r * 4] = fmt == BN_I2S ? acc * w_scale : (profile == BN_PER_TOKEN ? acc / a_scale[0] : acc);
-        }
-        return;
+    float acc = 0.f;
+    if (profile == BN_PER_TOKEN) {
+        for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * d_w[b];
+        return acc / a_scale;
     }
-    float acc[16] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        float sc[16];
-        int32_t bl[16];
-        for (int j = 0; j < 16; j++) {
-            const int r = j >> 2, t = j & 3;
-            bl[j] = bs[t][b];
-            if (fmt == BN_I2S)
-                sc[j] = da[t][b];
-            else
-                sc[j] = profile == BN_BLOCK256 ? da[t][b] * dw[r * nb + b] : dw[r * nb + b];
-        }
-        const int32_t *sb = s + 16 * b;
-        for (int j = 0; j < 16; j++) acc[j] += (float)(sb[j] - bl[j]) * sc[j];
-    }
-    for (int j = 0; j < 16; j++) {
-        if (fmt == BN_I2S)
-            out[j] = acc[j] * w_scale;
-        else
-            out[j] = profile == BN_PER_TOKEN ? acc[j] / a_scale[j & 3] : acc[j];
-    }
+    for (int64_t b = 0; b < nb; b++) acc += (float)(s[b] - a_bsum[b]) * (a_d[b] * d_w[b]);
+    return acc;
 }
 
 typedef struct {
@@ -411,33 +384,24 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
         const uint8_t *rows[4];
         for (int r = 0; r < 4; r++) rows[r] = w + (m0 + (r < R ? r : R - 1)) * rb;
         if (fmt != BN_I2S && !raw) /* the TQ block scales of these rows, converted once for all tokens */
-            for (int r = 0; r < 4; r++)
+            for (int r = 0; r < R; r++)
                 for (int64_t b = 0; b < nb; b++) dw[r * nb + b] = tq_block_scale(fmt, rows[r], b);
         for (int64_t t0 = 0; t0 < N;) {
             const int T = N - t0 >= 4 ? 4 : 1;
             const int8_t *acts[4];
             for (int t = 0; t < 4; t++) acts[t] = a->q + (t0 + (t < T ? t : 0)) * K;
             o->tile(fmt, rows, acts, T, K, buf, nbt, whole_row);
-            if (raw) {
-                for (int r = 0; r < R; r++)
-                    for (int t = 0; t < T; t++)
-                        for (int b = 0; b < nbt; b++) raw[((t0 + t) * M + m0 + r) * nbt + b] = buf[BN_OUT(b, r, t)];
-            } else {
-                const float *da[4];
-                const int32_t *bs[4];
-                float as[4], out[16];
-                int32_t asum[4];
-                for (int t = 0; t < 4; t++) {
-                    const int64_t n = t0 + (t < T ? t : 0);
-                    da[t] = a->d + n * nb;
-                    bs[t] = a->bsum + n * nb;
-                    as[t] = a->scale[n];
-                    asum[t] = a->sum[n];
+            for (int r = 0; r < R; r++)
+                for (int t = 0; t < T; t++) {
+                    const int32_t *s = buf + (r * 4 + t) * nbt;
+                    const int64_t n = t0 + t;
+                    if (raw) {
+                        memcpy(raw + (n * M + m0 + r) * nbt, s, nbt * sizeof(int32_t));
+                    } else {
+                        y[n * ldy + m0 + r] = epilogue(fmt, profile, s, nb, dw + r * nb, w_scale, a->scale[n],
+                                                       a->sum[n], a->d + n * nb, a->bsum + n * nb);
+                    }
                 }
-                tile_epilogue(fmt, profile, buf, nb, dw, w_scale, da, bs, as, asum, T, out);
-                for (int r = 0; r < R; r++)
-                    for (int t = 0; t < T; t++) y[(t0 + t) * ldy + m0 + r] = out[r * 4 + t];
-            }
             t0 += T;
         }
     }

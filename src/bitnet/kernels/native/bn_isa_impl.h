@@ -37,9 +37,9 @@ static int32_t BN_FN(i2s_tail_dot)(const uint8_t *p, const int8_t *q) {
 static inline void BN_FN(fold_blocks)(int32_t *out, int T, int nbt) {
     for (int r = 0; r < 4; r++)
         for (int t = 0; t < T; t++) {
-            int32_t s = 0;
-            for (int b = 0; b < nbt; b++) s += out[BN_OUT(b, r, t)];
-            out[BN_OUT(0, r, t)] = s;
+            int32_t *o = out + (r * 4 + t) * nbt, s = 0;
+            for (int b = 0; b < nbt; b++) s += o[b];
+            o[0] = s;
         }
 }
 
@@ -68,12 +68,12 @@ static void tile_scalar(int fmt, const uint8_t *const rows[4], const int8_t *con
                 const int8_t *q = acts[t] + 256 * b;
                 int32_t s = 0;
                 for (int i = 0; i < 256; i++) s += (int32_t)codes[i] * q[i];
-                out[BN_OUT(b, r, t)] = s;
+                out[(r * 4 + t) * nbt + b] = s;
             }
         }
         if (nbt > nb)
             for (int t = 0; t < T; t++)
-                out[BN_OUT(nb, r, t)] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+                out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
     }
     if (whole_row) BN_FN(fold_blocks)(out, T, nbt);
 }
@@ -149,11 +149,11 @@ static void tile_avx2(int fmt, const uint8_t *const rows[4], const int8_t *const
                 }
             }
             for (int t = 0; t < T; t++)
-                out[BN_OUT(b, r, t)] = hsum_epi32_avx2(_mm256_madd_epi16(acc[t], ones));
+                out[(r * 4 + t) * nbt + b] = hsum_epi32_avx2(_mm256_madd_epi16(acc[t], ones));
         }
         if (nbt > nb)
             for (int t = 0; t < T; t++)
-                out[BN_OUT(nb, r, t)] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
+                out[(r * 4 + t) * nbt + nb] = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
     }
     if (whole_row) BN_FN(fold_blocks)(out, T, nbt);
 }
@@ -313,7 +313,7 @@ static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const ui
         }
         int32_t s[4];
         _mm_storeu_si128((__m128i *)s, reduce4_epi32(sum[0], sum[1], sum[2], sum[3]));
-        for (int r = 0; r < 4; r++) out[BN_OUT(b, r, 0)] = s[r];
+        for (int r = 0; r < 4; r++) out[(r * 4) * nbt + b] = s[r];
     }
     if (whole_row) {
         for (int r = 0; r < 4; r++) {
@@ -329,7 +329,7 @@ static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const ui
         }
         int32_t s[4];
         _mm_storeu_si128((__m128i *)s, reduce4_epi32(tot[0], tot[1], tot[2], tot[3]));
-        for (int r = 0; r < 4; r++) out[BN_OUT(0, r, 0)] = s[r];
+        for (int r = 0; r < 4; r++) out[(r * 4) * nbt] = s[r];
     }
 }
 
@@ -365,7 +365,7 @@ static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const ui
             int32_t s[4];
             _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
             for (int t = 0; t < 4; t++) {
-                out[BN_OUT(b, r, t)] = s[t];
+                out[(r * 4 + t) * nbt + b] = s[t];
                 acc[r][t] = _mm512_setzero_si512();
             }
         }
@@ -374,7 +374,7 @@ static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const ui
         for (int r = 0; r < 4; r++) {
             int32_t s[4];
             _mm_storeu_si128((__m128i *)s, reduce4_epi32(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
-            for (int t = 0; t < 4; t++) out[BN_OUT(0, r, t)] = s[t];
+            for (int t = 0; t < 4; t++) out[(r * 4 + t) * nbt] = s[t];
         }
 }
 
@@ -408,11 +408,11 @@ static void tile_avx512(int fmt, const uint8_t *const rows[4], const int8_t *con
             for (int t = 0; t < T; t++) {
                 const int32_t tail = BN_FN(i2s_tail_dot)(rows[r] + 64 * nb, acts[t] + 256 * nb);
                 if (!whole_row)
-                    out[BN_OUT(nb, r, t)] = tail;
+                    out[(r * 4 + t) * nbt + nb] = tail;
                 else if (nb == 0)
-                    out[BN_OUT(0, r, t)] = tail;
+                    out[(r * 4 + t) * nbt] = tail;
                 else
-                    out[BN_OUT(0, r, t)] += tail;
+                    out[(r * 4 + t) * nbt] += tail;
             }
 }
 

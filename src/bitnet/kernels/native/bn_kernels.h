@@ -23,14 +23,10 @@ enum bn_isa { BN_ISA_SCALAR = BN_ISA_ID_SCALAR, BN_ISA_AVX2 = BN_ISA_ID_AVX2, BN
 #define BN_TQ2_BLOCK_BYTES 66
 #define BN_TQ1_BLOCK_BYTES 54
 
-/* Where a tile writes the integer sum of block b, weight row r, token t: block-major, so the epilogue can run over
- * the 16 (row, token) pairs of a tile as one vector per block. */
-#define BN_OUT(b, r, t) ((b) * 16 + (r) * 4 + (t))
-
 /* One tile of the integer matmul: 4 weight rows against T (1 or 4) activation rows. For every 256-element block b
- * (plus the I2_S 128-element tail, which is block nb) it writes sum(code * q) into out[BN_OUT(b, r, t)], with
+ * (plus the I2_S 128-element tail, which is block nb) it writes sum(code * q) into out[(r * 4 + t) * nbt + b], where
  * nbt = number of blocks including the tail. Codes are the raw 0/1/2 codes. With whole_row != 0 (I2_S per-token,
- * whose epilogue needs only the row total) it writes the total over all blocks into out[BN_OUT(0, r, t)] and
+ * whose epilogue needs only the row total) it writes the total over all blocks into out[(r * 4 + t) * nbt] and
  * skips the per-block horizontal reductions. */
 typedef void (*bn_tile_fn)(int fmt, const uint8_t *const rows[4], const int8_t *const acts[4], int T, int64_t K,
                            int32_t *out, int nbt, int whole_row);
