@@ -39,6 +39,11 @@ SHAPES = [  # (N, K, role) of BitNet-b1.58-2B-4T
     (6912, 2560, "ffn_gate / ffn_up"),
     (2560, 6912, "ffn_down"),
 ]
+#: the launches the engine really makes: q/k/v and gate/up stacked into one matrix each
+FUSED_SHAPES = [
+    (3840, 2560, "attn_q+k+v (one launch in the engine)"),
+    (13824, 2560, "ffn_gate+up (one launch in the engine)"),
+]
 LMHEAD = (128256, 2560, "lm_head (F16, tied)")
 HBM_SPEC_TBS = 4.8
 
@@ -110,7 +115,7 @@ def copy_bandwidth() -> dict[str, Any]:
 def bench_gemv(quick: bool) -> tuple[list[dict[str, Any]], dict]:
     rows = []
     tuned: dict = {}
-    for n, k, role in SHAPES:
+    for n, k, role in SHAPES + FUSED_SHAPES:
         tern_bytes = n * k // 4 + n * 4
         r = copies_for(tern_bytes)
         ws = [random_ternary(n, k) for _ in range(r)]
@@ -181,7 +186,7 @@ def bench_gemv(quick: bool) -> tuple[list[dict[str, Any]], dict]:
 
 def bench_gemm(m: int) -> list[dict[str, Any]]:
     rows = []
-    for n, k, role in SHAPES:
+    for n, k, role in SHAPES + FUSED_SHAPES:
         w = random_ternary(n, k)
         qa = random_act(m, k)
         wb = torch.randn((n, k), device="cuda", dtype=torch.bfloat16)
