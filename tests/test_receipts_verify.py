@@ -46,6 +46,8 @@ def test_contains_trap_is_not_a_quantized_kernel() -> None:
     assert kid.is_gpu_kernel("cuda_i2s_gemv_triton") and kid.kernel_format("cuda_tq2_gemv_triton") == "tq2_0"
     assert not kid.is_gpu_kernel("i2s_cpu_gemv")
     assert kid.derive_compute_path(["mock_inference", "i2s_gemv_ref"])[0] == "mock"
+    # the GPU engine's float projection (F32 models) is a fallback, like fp32_matmul_* on the CPU
+    assert kid.derive_compute_path(["cuda_float_matmul_torch", "cuda_rmsnorm_triton"])[0] == "fallback"
 
 
 def test_require_gpu_kernels_rejects_cpu_receipt() -> None:

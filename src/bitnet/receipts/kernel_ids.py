@@ -19,8 +19,9 @@ _CPU_QUANT_RE = re.compile(r"^(?:(?:i2s|tq2|tq1)_(?:gemv|gemm)_[a-z0-9_]+|i2s_[a
 _GPU_RE = re.compile(r"^(?:cuda_|gemm_|wmma_|cublas_|cutlass_|tl1_gpu_|tl2_gpu_)|^i2s_(?:quantize|dequantize)$")
 #: GPU kernels that do the quantized matmul itself (not a norm or an elementwise op)
 _GPU_QUANT_RE = re.compile(r"^(?:cuda_(?:i2s|tq2|tq1)_[a-z0-9_]+|gemm_i2s_[a-z0-9_]*|wmma_i2s_[a-z0-9_]*|tl[12]_gpu_[a-z0-9_]+)$")
-#: float fallbacks: fp32_matmul_{impl}, dequant_{fmt}_{impl}; the seed's fallback_*, matmul_f32, *_dequant
-_FALLBACK_RE = re.compile(r"^(?:fp32_|fallback_|dequant_)|^matmul_f32$|_dequant$")
+#: float fallbacks: fp32_matmul_{impl}, dequant_{fmt}_{impl} (and their cuda_ twins, e.g. cuda_float_matmul_torch);
+#: the seed's fallback_*, matmul_f32, *_dequant
+_FALLBACK_RE = re.compile(r"^(?:cuda_)?(?:fp32_|float_matmul_|fallback_|dequant_)|^matmul_f32$|_dequant$")
 
 MAX_KERNEL_ID_LEN = 128
 MAX_KERNEL_ENTRIES = 10_000
