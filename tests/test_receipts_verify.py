@@ -27,6 +27,9 @@ CASES = {
     "invalid_compute_path.json": (False, {"compute_path"}),
     "invalid_gpu_receipt.json": (False, {"gpu_evidence"}),
     "missing_kernels.json": (False, {"json_schema", "kernel_hygiene"}),
+    # real receipts written by `xtask benchmark` (tiny I2_S fixture): 2-core Xeon CPU, and an H200 (backend cuda)
+    "real_cpu_receipt.json": (True, set()),
+    "real_h200_gpu_receipt.json": (True, set()),
 }
 
 
@@ -151,3 +154,13 @@ def test_cli_exit_codes_and_json_listing() -> None:
     assert payload["ok"] is False and "cpu_quantized_kernels" in payload["failed"]
     missing = _xtask("verify-receipt", "--path", str(FIXTURES / "nope.json"))
     assert missing.returncode == 20
+
+
+def test_real_gpu_receipt_needs_gpu_evidence() -> None:
+    r = load_receipt(FIXTURES / "real_h200_gpu_receipt.json")
+    assert verify_receipt(r, require_gpu_kernels=True).ok
+    stripped = copy.deepcopy(r)
+    stripped["kernel_calls"] = {k: n for k, n in r["kernel_calls"].items() if not k.startswith("cuda_i2s")}
+    stripped["kernels"] = sorted(stripped["kernel_calls"])
+    failed = {c.name for c in verify_receipt(stripped).failures}
+    assert {"gpu_evidence", "quantization_claims", "compute_path_derivation"} <= failed
