@@ -86,10 +86,12 @@ def model_info(path: Path) -> dict[str, Any]:
 
 
 def tokenizer_info(engine: Any, path: Path | None) -> dict[str, Any]:
-    """sha256 of the tokenizer that ran: its serialized tokenizer.json (the same bytes whatever its source)."""
+    """sha256 of the tokenizer that ran: its serialized tokenizer.json (the same bytes whatever its source), plus
+    the special-token decisions that live outside it (bos/eos/add_bos from the GGUF)."""
     import hashlib
 
     tok = engine.tokenizer
+    # bitnet.tokenizers.Tokenizer exposes no serializer; its wrapped `tokenizers.Tokenizer` has `to_str()`
     inner = getattr(tok, "_tk", None)
     serialized = inner.to_str() if inner is not None and hasattr(inner, "to_str") else None
     return {
@@ -97,6 +99,7 @@ def tokenizer_info(engine: Any, path: Path | None) -> dict[str, Any]:
         "path": str(path) if path is not None else None,
         "sha256": hashlib.sha256(serialized.encode("utf-8")).hexdigest() if serialized is not None else None,
         "vocab_size": getattr(tok, "vocab_size", None),
+        "specials": {k: getattr(tok, k, None) for k in ("bos_id", "eos_id", "add_bos")},
     }
 
 
