@@ -298,7 +298,15 @@ static int check_shape(int fmt, int profile, int64_t M, int64_t K) {
 
 static float tq_block_scale(int fmt, const uint8_t *row, int64_t b) {
     const uint8_t *p = fmt == BN_TQ2 ? row + BN_TQ2_BLOCK_BYTES * b + 64 : row + BN_TQ1_BLOCK_BYTES * b + 52;
-    return bn_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
+    const uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+    const uint32_t e = h & 0x7c00u;
+    if (e != 0 && e != 0x7c00u) { /* normal half (every real block scale): rebias the exponent, exact */
+        const uint32_t bits = ((uint32_t)(h & 0x8000u) << 16) | (((uint32_t)(h & 0x7fffu) << 13) + 0x38000000u);
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    return bn_fp16_to_fp32(h);
 }
 
 /* The float epilogue, shared by every instruction set (so all paths agree bit for bit). `s` are the per-block
@@ -383,14 +391,21 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
         const int R = (int)(M - m0 < 4 ? M - m0 : 4);
         const uint8_t *rows[4];
         for (int r = 0; r < 4; r++) rows[r] = w + (m0 + (r < R ? r : R - 1)) * rb;
-        if (fmt != BN_I2S && !raw) /* the TQ block scales of these rows, converted once for all tokens */
-            for (int r = 0; r < R; r++)
-                for (int64_t b = 0; b < nb; b++) dw[r * nb + b] = tq_block_scale(fmt, rows[r], b);
         for (int64_t t0 = 0; t0 < N;) {
             const int T = N - t0 >= 4 ? 4 : 1;
+            if (T == 1 && fmt != BN_I2S && !raw && o->gemv_tq) {
+                float out[4];
+                o->gemv_tq(fmt, profile, rows, a->q + t0 * K, nb, a->d + t0 * nb, a->bsum + t0 * nb, a->scale[t0], out);
+                for (int r = 0; r < R; r++) y[t0 * ldy + m0 + r] = out[r];
+                t0 += 1;
+                continue;
+            }
             const int8_t *acts[4];
             for (int t = 0; t < 4; t++) acts[t] = a->q + (t0 + (t < T ? t : 0)) * K;
             o->tile(fmt, rows, acts, T, K, buf, nbt, whole_row);
+            if (t0 == 0 && fmt != BN_I2S && !raw) /* TQ block scales, once per tile, now that the rows are cached */
+                for (int r = 0; r < R; r++)
+                    for (int64_t b = 0; b < nb; b++) dw[r * nb + b] = tq_block_scale(fmt, rows[r], b);
             for (int r = 0; r < R; r++)
                 for (int t = 0; t < T; t++) {
                     const int32_t *s = buf + (r * 4 + t) * nbt;
@@ -444,16 +459,28 @@ static int matmul_impl(int fmt, int profile, const uint8_t *w, int64_t M, int64_
         free(a.mem);
         return ok ? BN_OK : BN_ENOMEM;
     }
+    /* Threads take chunks of row tiles from a shared counter instead of fixed halves: on a shared machine a
+     * thread that loses its core for a while then holds up the call by one chunk, not by half the matrix. */
+    const int64_t chunk = ntiles / (8 * nth) > 4 ? ntiles / (8 * nth) : 4;
+    int64_t next = 0;
 #pragma omp parallel num_threads(nth)
     {
-        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
         int32_t *buf = malloc(sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1));
         if (!buf) {
 #pragma omp atomic write
             failed = 1;
         } else {
-            run_tiles(fmt, profile, w, M, K, w_scale, &a, N, y, ldy, raw, ntiles * tid / nt, ntiles * (tid + 1) / nt,
-                      buf, (float *)(buf + 16 * nbt));
+            for (;;) {
+                int64_t c0;
+#pragma omp atomic capture
+                {
+                    c0 = next;
+                    next += chunk;
+                }
+                if (c0 >= ntiles) break;
+                const int64_t c1 = c0 + chunk < ntiles ? c0 + chunk : ntiles;
+                run_tiles(fmt, profile, w, M, K, w_scale, &a, N, y, ldy, raw, c0, c1, buf, (float *)(buf + 16 * nbt));
+            }
             free(buf);
         }
     }
@@ -488,16 +515,26 @@ int bn_f16_matmul(const uint16_t *w, int64_t M, int64_t K, const float *x, int64
     if (M <= 0 || K <= 0 || N < 0) return BN_EBADSHAPE;
     const bn_isa_ops *o = ops();
     const int nth = bn_get_threads();
+    const int64_t RB = 16; /* a few rows at a time so a multi-token call reuses them from L1 */
+    const int64_t chunk = M / (16 * nth) > RB ? (M / (16 * nth) + RB - 1) / RB * RB : RB;
+    int64_t next = 0;
 #pragma omp parallel num_threads(nth) if (nth > 1 && M * K >= (1 << 16))
     {
-        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        const int64_t r0 = M * tid / nt, r1 = M * (tid + 1) / nt;
-        const int64_t RB = 16; /* a few rows at a time so a multi-token call reuses them from L1 */
-        for (int64_t r = r0; r < r1; r += RB) {
-            const int64_t re = r + RB < r1 ? r + RB : r1;
-            for (int64_t t0 = 0; t0 < N; t0 += 8) {
-                const int T = (int)(N - t0 < 8 ? N - t0 : 8);
-                o->f16_rows(w, K, x + t0 * ldx, T, ldx, y + t0 * ldy, ldy, r, re);
+        for (;;) { /* dynamic chunks of rows, as in the ternary matmul */
+            int64_t r0;
+#pragma omp atomic capture
+            {
+                r0 = next;
+                next += chunk;
+            }
+            if (r0 >= M) break;
+            const int64_t r1 = r0 + chunk < M ? r0 + chunk : M;
+            for (int64_t r = r0; r < r1; r += RB) {
+                const int64_t re = r + RB < r1 ? r + RB : r1;
+                for (int64_t t0 = 0; t0 < N; t0 += 8) {
+                    const int T = (int)(N - t0 < 8 ? N - t0 : 8);
+                    o->f16_rows(w, K, x + t0 * ldx, T, ldx, y + t0 * ldy, ldy, r, re);
+                }
             }
         }
     }

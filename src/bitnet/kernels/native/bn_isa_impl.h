@@ -109,7 +109,7 @@ static void f16_rows_scalar(const uint16_t *w, int64_t K, const float *x, int T,
     }
 }
 
-const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, "scalar"};
+const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, NULL, "scalar"};
 
 #elif BN_ISA == BN_ISA_ID_AVX2
 
@@ -218,7 +218,7 @@ static void f16_rows_avx2(const uint16_t *w, int64_t K, const float *x, int T, i
     }
 }
 
-const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, "avx2"};
+const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, NULL, "avx2"};
 
 #elif BN_ISA == BN_ISA_ID_AVX512
 
@@ -269,67 +269,68 @@ static inline __m512i codes_group_avx512(int fmt, __m512i w, const __m512i *tq1,
 /* T == 1 (GEMV): 4 rows, activation vectors hoisted. For the 2-bit formats the codes of group g are masked in place
  * (no shift): (w & (3 << sh)) = code << sh, so vpdpbusd yields 2^sh times the group's dot product, exactly (|lane| <=
  * 4 * 192 * 128 per block). Each group keeps its own accumulator and is shifted back (exactly, it is a multiple of
- * 2^sh) before the groups are added. `pf` is the byte distance to prefetch ahead in each row stream. */
+ * 2^sh) before the groups are added. `pf` is the byte distance to prefetch ahead in each row stream.
+ * Two variants, so that the compiler keeps every accumulator in a register: whole rows (I2_S per-token: one
+ * reduction per row) and per-block sums (accumulators local to the block). */
+static inline __attribute__((always_inline)) void gemv_block_avx512(int fmt, const uint8_t *const rows[4], int64_t b,
+                                                                    const __m512i a[4], const __m512i mask[4],
+                                                                    __m512i acc[4][4], int64_t pf) {
+    for (int r = 0; r < 4; r++) {
+        const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
+        if (fmt == BN_TQ1) {
+            __m512i cg[4];
+            tq1_decode_avx512(p, cg);
+            for (int g = 0; g < 4; g++) acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], cg[g], a[g]);
+        } else {
+            _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+            const __m512i w = _mm512_loadu_si512(p);
+            for (int g = 0; g < 4; g++) acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], _mm512_and_si512(w, mask[g]), a[g]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) __m512i gemv_row_sum_avx512(int fmt, const __m512i acc[4]) {
+    if (fmt == BN_TQ1) return _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+    const __m512i s01 = _mm512_add_epi32(_mm512_srai_epi32(acc[0], BN_FN(group_shift)(fmt, 0)),
+                                         _mm512_srai_epi32(acc[1], BN_FN(group_shift)(fmt, 1)));
+    const __m512i s23 = _mm512_add_epi32(_mm512_srai_epi32(acc[2], BN_FN(group_shift)(fmt, 2)),
+                                         _mm512_srai_epi32(acc[3], BN_FN(group_shift)(fmt, 3)));
+    return _mm512_add_epi32(s01, s23);
+}
+
 static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const uint8_t *const rows[4],
                                                                const int8_t *act, int64_t nb, int32_t *out,
                                                                int nbt, int whole_row, int64_t pf) {
-    __m512i tot[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                      _mm512_setzero_si512()};
     __m512i mask[4];
     for (int g = 0; g < 4; g++) mask[g] = _mm512_set1_epi8((char)(3 << BN_FN(group_shift)(fmt, g)));
-    __m512i acc[4][4];
-    for (int r = 0; r < 4; r++)
-        for (int g = 0; g < 4; g++) acc[r][g] = _mm512_setzero_si512();
+    if (whole_row) {
+        __m512i acc[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int g = 0; g < 4; g++) acc[r][g] = _mm512_setzero_si512();
+        for (int64_t b = 0; b < nb; b++) {
+            const int8_t *q = act + 256 * b;
+            const __m512i a[4] = {_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_loadu_si512(q + 128),
+                                  _mm512_loadu_si512(q + 192)};
+            gemv_block_avx512(fmt, rows, b, a, mask, acc, pf);
+        }
+        int32_t s[4];
+        _mm_storeu_si128((__m128i *)s, reduce4_epi32(gemv_row_sum_avx512(fmt, acc[0]), gemv_row_sum_avx512(fmt, acc[1]),
+                                                     gemv_row_sum_avx512(fmt, acc[2]), gemv_row_sum_avx512(fmt, acc[3])));
+        for (int r = 0; r < 4; r++) out[(r * 4) * nbt] = s[r];
+        return;
+    }
     for (int64_t b = 0; b < nb; b++) {
         const int8_t *q = act + 256 * b;
-        __m512i a[4];
-        for (int g = 0; g < 4; g++) a[g] = _mm512_loadu_si512(q + 64 * g);
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
-            if (fmt == BN_TQ1) {
-                __m512i cg[4];
-                tq1_decode_avx512(p, cg);
-                for (int g = 0; g < 4; g++) acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], cg[g], a[g]);
-            } else {
-                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
-                const __m512i w = _mm512_loadu_si512(p);
-                for (int g = 0; g < 4; g++)
-                    acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], _mm512_and_si512(w, mask[g]), a[g]);
-            }
-        }
-        if (whole_row) continue;
-        __m512i sum[4];
-        for (int r = 0; r < 4; r++) {
-            if (fmt == BN_TQ1) {
-                sum[r] = _mm512_add_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]), _mm512_add_epi32(acc[r][2], acc[r][3]));
-            } else {
-                __m512i s01 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][0], BN_FN(group_shift)(fmt, 0)),
-                                               _mm512_srai_epi32(acc[r][1], BN_FN(group_shift)(fmt, 1)));
-                __m512i s23 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][2], BN_FN(group_shift)(fmt, 2)),
-                                               _mm512_srai_epi32(acc[r][3], BN_FN(group_shift)(fmt, 3)));
-                sum[r] = _mm512_add_epi32(s01, s23);
-            }
+        const __m512i a[4] = {_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_loadu_si512(q + 128),
+                              _mm512_loadu_si512(q + 192)};
+        __m512i acc[4][4];
+        for (int r = 0; r < 4; r++)
             for (int g = 0; g < 4; g++) acc[r][g] = _mm512_setzero_si512();
-        }
+        gemv_block_avx512(fmt, rows, b, a, mask, acc, pf);
         int32_t s[4];
-        _mm_storeu_si128((__m128i *)s, reduce4_epi32(sum[0], sum[1], sum[2], sum[3]));
+        _mm_storeu_si128((__m128i *)s, reduce4_epi32(gemv_row_sum_avx512(fmt, acc[0]), gemv_row_sum_avx512(fmt, acc[1]),
+                                                     gemv_row_sum_avx512(fmt, acc[2]), gemv_row_sum_avx512(fmt, acc[3])));
         for (int r = 0; r < 4; r++) out[(r * 4) * nbt + b] = s[r];
-    }
-    if (whole_row) {
-        for (int r = 0; r < 4; r++) {
-            if (fmt == BN_TQ1) {
-                tot[r] = _mm512_add_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]), _mm512_add_epi32(acc[r][2], acc[r][3]));
-            } else {
-                __m512i s01 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][0], BN_FN(group_shift)(fmt, 0)),
-                                               _mm512_srai_epi32(acc[r][1], BN_FN(group_shift)(fmt, 1)));
-                __m512i s23 = _mm512_add_epi32(_mm512_srai_epi32(acc[r][2], BN_FN(group_shift)(fmt, 2)),
-                                               _mm512_srai_epi32(acc[r][3], BN_FN(group_shift)(fmt, 3)));
-                tot[r] = _mm512_add_epi32(s01, s23);
-            }
-        }
-        int32_t s[4];
-        _mm_storeu_si128((__m128i *)s, reduce4_epi32(tot[0], tot[1], tot[2], tot[3]));
-        for (int r = 0; r < 4; r++) out[(r * 4) * nbt] = s[r];
     }
 }
 
@@ -473,6 +474,50 @@ static void f16_rows_avx512(const uint16_t *w, int64_t K, const float *x, int T,
     }
 }
 
-const bn_isa_ops bn_ops_avx512 = {tile_avx512, quant_pt_avx512, f16_rows_avx512, "avx512vnni"};
+/* Fused TQ GEMV: 4 row sums per block from one reduction, block scales converted with vcvtph2ps, and the epilogue
+ * as 4-lane float vectors (lane r does exactly the scalar epilogue's operations for row r). */
+static inline __attribute__((always_inline)) void gemv_tq_body(int fmt, int profile, const uint8_t *const rows[4],
+                                                               const int8_t *act, int64_t nb, const float *a_d,
+                                                               const int32_t *a_bsum, float a_scale, float out[4]) {
+    const int64_t bb = fmt == BN_TQ2 ? BN_TQ2_BLOCK_BYTES : BN_TQ1_BLOCK_BYTES;
+    const int doff = fmt == BN_TQ2 ? 64 : 52;
+    const int64_t pf = 8 * (rows[1] - rows[0]);
+    __m512i mask[4];
+    for (int g = 0; g < 4; g++) mask[g] = _mm512_set1_epi8((char)(3 << BN_FN(group_shift)(fmt, g)));
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *q = act + 256 * b;
+        const __m512i a[4] = {_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_loadu_si512(q + 128),
+                              _mm512_loadu_si512(q + 192)};
+        __m512i acc4[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int g = 0; g < 4; g++) acc4[r][g] = _mm512_setzero_si512();
+        gemv_block_avx512(fmt, rows, b, a, mask, acc4, pf);
+        const __m128i s = reduce4_epi32(gemv_row_sum_avx512(fmt, acc4[0]), gemv_row_sum_avx512(fmt, acc4[1]),
+                                        gemv_row_sum_avx512(fmt, acc4[2]), gemv_row_sum_avx512(fmt, acc4[3]));
+        uint16_t h[4];
+        for (int r = 0; r < 4; r++) memcpy(&h[r], rows[r] + bb * b + doff, 2);
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+        const __m128 sc = profile == 1 ? _mm_mul_ps(_mm_set1_ps(a_d[b]), dw) : dw;
+        const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(s, _mm_set1_epi32(a_bsum[b])));
+        acc = _mm_add_ps(acc, _mm_mul_ps(v, sc));
+    }
+    if (profile == 0) acc = _mm_div_ps(acc, _mm_set1_ps(a_scale));
+    _mm_storeu_ps(out, acc);
+}
+
+static void gemv_tq_avx512(int fmt, int profile, const uint8_t *const rows[4], const int8_t *act, int64_t nb,
+                           const float *a_d, const int32_t *a_bsum, float a_scale, float out[4]) {
+    if (fmt == BN_TQ2 && profile == 1)
+        gemv_tq_body(BN_TQ2, 1, rows, act, nb, a_d, a_bsum, a_scale, out);
+    else if (fmt == BN_TQ2)
+        gemv_tq_body(BN_TQ2, 0, rows, act, nb, a_d, a_bsum, a_scale, out);
+    else if (profile == 1)
+        gemv_tq_body(BN_TQ1, 1, rows, act, nb, a_d, a_bsum, a_scale, out);
+    else
+        gemv_tq_body(BN_TQ1, 0, rows, act, nb, a_d, a_bsum, a_scale, out);
+}
+
+const bn_isa_ops bn_ops_avx512 = {tile_avx512, quant_pt_avx512, f16_rows_avx512, gemv_tq_avx512, "avx512vnni"};
 
 #endif

@@ -38,10 +38,17 @@ typedef float (*bn_quant_pt_fn)(const float *x, int64_t K, int8_t *q, int32_t *s
 typedef void (*bn_f16_rows_fn)(const uint16_t *w, int64_t K, const float *x, int T, int64_t ldx, float *y,
                                int64_t ldy, int64_t r0, int64_t r1);
 
+/* Optional fused TQ GEMV (one token, 4 rows): integer dots plus the float epilogue of bitnet.kernels.reference, in
+ * the same per-row order (block after block, float32, no FMA), so the result is bit-identical to the generic path.
+ * a_d: block256 d per block (NULL for per-token); a_bsum: per-block sums of q; a_scale: per-token s. */
+typedef void (*bn_gemv_tq_fn)(int fmt, int profile, const uint8_t *const rows[4], const int8_t *act, int64_t nb,
+                              const float *a_d, const int32_t *a_bsum, float a_scale, float out[4]);
+
 typedef struct {
     bn_tile_fn tile;
     bn_quant_pt_fn quant_pt;
     bn_f16_rows_fn f16_rows;
+    bn_gemv_tq_fn gemv_tq; /* NULL: use tile + the generic epilogue */
     const char *name;
 } bn_isa_ops;
 
