@@ -638,9 +638,14 @@ double bn_read_bandwidth(const uint8_t *buf, int64_t n, int passes, int nth, uin
     uint64_t total = 0;
     for (int it = 0; it < passes; it++) {
         uint64_t s = 0;
+        const bn_isa_ops *o = ops();
         double t0 = omp_get_wtime();
-#pragma omp parallel for num_threads(nth) reduction(+ : s) schedule(static)
-        for (int64_t i = 0; i < nw; i++) s += u[i];
+#pragma omp parallel num_threads(nth) reduction(+ : s)
+        {
+            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+            const int64_t i0 = nw * tid / nt, i1 = nw * (tid + 1) / nt;
+            s += o->sum_u64(u + i0, i1 - i0);
+        }
         double dt = omp_get_wtime() - t0;
         total += s;
         if (dt > 0 && (double)(nw * 8) / dt / 1e9 > best) best = (double)(nw * 8) / dt / 1e9;

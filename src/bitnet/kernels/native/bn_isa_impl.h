@@ -109,7 +109,13 @@ static void f16_rows_scalar(const uint16_t *w, int64_t K, const float *x, int T,
     }
 }
 
-const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, NULL, "scalar"};
+static uint64_t sum_u64_scalar(const uint64_t *u, int64_t n) {
+    uint64_t s = 0;
+    for (int64_t i = 0; i < n; i++) s += u[i];
+    return s;
+}
+
+const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, NULL, sum_u64_scalar, "scalar"};
 
 #elif BN_ISA == BN_ISA_ID_AVX2
 
@@ -218,7 +224,23 @@ static void f16_rows_avx2(const uint16_t *w, int64_t K, const float *x, int T, i
     }
 }
 
-const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, NULL, "avx2"};
+static uint64_t sum_u64_avx2(const uint64_t *u, int64_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256((const __m256i *)(u + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256((const __m256i *)(u + i + 4)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256((const __m256i *)(u + i + 8)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256((const __m256i *)(u + i + 12)));
+    }
+    uint64_t t[4], s = 0;
+    _mm256_storeu_si256((__m256i *)t, _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+    for (int l = 0; l < 4; l++) s += t[l];
+    for (; i < n; i++) s += u[i];
+    return s;
+}
+
+const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, NULL, sum_u64_avx2, "avx2"};
 
 #elif BN_ISA == BN_ISA_ID_AVX512
 
@@ -518,6 +540,21 @@ static void gemv_tq_avx512(int fmt, int profile, const uint8_t *const rows[4], c
         gemv_tq_body(BN_TQ1, 0, rows, act, nb, a_d, a_bsum, a_scale, out);
 }
 
-const bn_isa_ops bn_ops_avx512 = {tile_avx512, quant_pt_avx512, f16_rows_avx512, gemv_tq_avx512, "avx512vnni"};
+static uint64_t sum_u64_avx512(const uint64_t *u, int64_t n) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(u + i));
+        a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(u + i + 8));
+        a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(u + i + 16));
+        a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(u + i + 24));
+    }
+    uint64_t s = (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    for (; i < n; i++) s += u[i];
+    return s;
+}
+
+const bn_isa_ops bn_ops_avx512 = {tile_avx512,    quant_pt_avx512, f16_rows_avx512,
+                                  gemv_tq_avx512, sum_u64_avx512,  "avx512vnni"};
 
 #endif

@@ -49,6 +49,7 @@ typedef struct {
     bn_quant_pt_fn quant_pt;
     bn_f16_rows_fn f16_rows;
     bn_gemv_tq_fn gemv_tq; /* NULL: use tile + the generic epilogue */
+    uint64_t (*sum_u64)(const uint64_t *u, int64_t n); /* streaming read for the bandwidth probe */
     const char *name;
 } bn_isa_ops;
 
