@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -164,8 +165,17 @@ def test_bitnet_compile_fixes_are_applied_once(tmp_path):
     mad.write_text("void f(const int8_t * y) {\n    int8_t * y_col = y + 1;\n}\n")
     (common / "common.cpp").write_text("#include <string>\nauto t = std::chrono::steady_clock::now();\n")
     (common / "log.cpp").write_text("#include <chrono>\nauto t = std::chrono::steady_clock::now();\n")
+    llama = tmp_path / "3rdparty" / "llama.cpp"
+    (llama / "cmake").mkdir()
+    (llama / "cmake" / "build-info.cmake").write_text('set(BUILD_NUMBER 7)\nset(BUILD_COMMIT "abc")\n'
+                                                      'set(BUILD_COMPILER "cc")\nset(BUILD_TARGET "x86")\n')
+    (common / "build-info.cpp.in").write_text('int N = @BUILD_NUMBER@; const char *C = "@BUILD_COMMIT@";\n')
     applied = apply_bitnet_fixes(tmp_path)
-    assert len(applied) == 2
+    assert len(applied) == 3
+    # the supplied generator works the way the build_info target runs it (cwd = the llama.cpp root)
+    subprocess.run(["cmake", "-P", str(common / "cmake" / "build-info-gen-cpp.cmake")], cwd=llama, check=True,
+                   capture_output=True)
+    assert (common / "build-info.cpp").read_text() == 'int N = 7; const char *C = "abc";\n'
     assert "const int8_t * y_col = y + 1;" in mad.read_text()
     assert (common / "common.cpp").read_text().startswith("#include <chrono>\n")
     assert (common / "log.cpp").read_text().count("#include <chrono>") == 1

@@ -143,11 +143,20 @@ def _prepare_source(req: FetchRequest, root: Path) -> sources.PreparedSource:
     return prepared
 
 
+_BUILD_INFO_GEN = """# written by bitnet-py `xtask fetch-cpp`: this source tree lacked llama.cpp's build-info generator
+# (run with the llama.cpp root as working directory, like the original)
+set(CMAKE_CURRENT_SOURCE_DIR "${CMAKE_CURRENT_LIST_DIR}/../..")
+include("${CMAKE_CURRENT_SOURCE_DIR}/cmake/build-info.cmake")
+configure_file("${CMAKE_CURRENT_SOURCE_DIR}/common/build-info.cpp.in" "${CMAKE_CURRENT_SOURCE_DIR}/common/build-info.cpp")
+"""
+
+
 def apply_bitnet_fixes(tree: Path) -> list[str]:
-    """The two known one-line compile fixes for microsoft/BitNet on modern compilers (idempotent).
+    """The known compile fixes for microsoft/BitNet trees (idempotent).
 
     1. `src/ggml-bitnet-mad.cpp`: `int8_t * y_col = y + ...` from a const pointer (issues #407/#463/#509/#578).
     2. `#include <chrono>` missing where llama.cpp's common code uses std::chrono (FAQ Q1, #305/#578).
+    3. `common/cmake/build-info-gen-cpp.cmake` missing from some vendored copies (e.g. BitNet-linux).
     """
     applied: list[str] = []
     mad = tree / "src" / "ggml-bitnet-mad.cpp"
@@ -157,6 +166,13 @@ def apply_bitnet_fixes(tree: Path) -> list[str]:
         if fixed != text:
             mad.write_text(fixed)
             applied.append("src/ggml-bitnet-mad.cpp: const int8_t * y_col")
+    gen = tree / "3rdparty" / "llama.cpp" / "common" / "cmake" / "build-info-gen-cpp.cmake"
+    if (gen.parent.parent / "build-info.cpp.in").is_file() and not gen.is_file():
+        # vendored copies made from a checkout whose ignore rules dropped `cmake/` folders lack this script, which
+        # the `build_info` target runs; ours fills the same template from llama.cpp's own cmake/build-info.cmake
+        gen.parent.mkdir(parents=True, exist_ok=True)
+        gen.write_text(_BUILD_INFO_GEN)
+        applied.append("3rdparty/llama.cpp/common/cmake/build-info-gen-cpp.cmake: supplied (missing in the tree)")
     for rel in ("3rdparty/llama.cpp/common/common.cpp", "3rdparty/llama.cpp/common/log.cpp"):
         p = tree / rel
         if p.is_file():
