@@ -34,7 +34,8 @@ from bitnet.crossval.llama_api import (
     tensor_type,
 )
 
-#: our stage → llama.cpp callback names (both API generations), in order of preference; `{L}` = layer
+#: our stage → upstream llama.cpp callback names, in order of preference (a later candidate wins); `{L}` = layer.
+#: The fork's differences are in FORK_OVERRIDES (`stage_names` merges them).
 CPP_STAGE_NAMES: dict[str, tuple[str, ...]] = {
     "embeddings": ("inp_embd", "embd"),
     "attn_norm": ("attn_norm-{L}",),
@@ -46,14 +47,14 @@ CPP_STAGE_NAMES: dict[str, tuple[str, ...]] = {
     "attn_scores": ("kq_soft_max-{L}", "kq_soft_max_ext-{L}"),
     "attn_out": ("kqv_out-{L}",),
     "attn_sub_norm": ("attn_sub_norm-{L}",),
-    "attn_o": ("attn_out-{L}", "attn_o_out-{L}"),
+    "attn_o": ("attn_out-{L}",),
     "ffn_inp": ("ffn_inp-{L}",),
     "ffn_norm": ("ffn_norm-{L}",),
     "ffn_gate": ("ffn_gate-{L}", "ffn_gate_s-{L}"),
     "ffn_up": ("ffn_up-{L}", "ffn_up_s-{L}"),
     "ffn_act": ("ffn_gate_par-{L}", "ffn_swiglu-{L}", "ffn_sub_out-{L}"),
     "ffn_sub_norm": ("ffn_sub_norm-{L}",),
-    "ffn_out": ("ffn_down-{L}", "ffn_down_s-{L}", "ffn_out-{L}"),
+    "ffn_out": ("ffn_down-{L}", "ffn_down_s-{L}"),
     "layer_out": ("l_out-{L}",),
     "final_norm": ("result_norm",),
     "logits": ("result_output",),
@@ -81,10 +82,29 @@ def _split_name(name: str) -> tuple[str, int]:
     return (f"{m['base']}-{{L}}", int(m["layer"])) if m else (name, -1)
 
 
-_CANDIDATES: dict[str, list[str]] = {}
-for _stage, _names in CPP_STAGE_NAMES.items():
-    for _n in _names:
-        _CANDIDATES.setdefault(_n, []).append(_stage)
+#: the BitNet fork (`build_bitnet_158`) names differently: `ffn_out-L` is the activation × up product (its
+#: `llm_build_ffn` result, renamed), `ffn_down-L` the down projection, `attn_o_out-L` the output projection
+FORK_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "ffn_act": ("ffn_gate_par-{L}", "ffn_out-{L}"),
+    "ffn_out": ("ffn_down-{L}",),
+    "attn_o": ("attn_o_out-{L}",),
+}
+
+
+def stage_names(generation: str = "upstream-2026") -> dict[str, tuple[str, ...]]:
+    """Our stage → llama.cpp callback names for one API generation (see `bitnet.crossval.llama_api`)."""
+    names = dict(CPP_STAGE_NAMES)
+    if generation == "fork-2024":
+        names.update(FORK_OVERRIDES)
+    return names
+
+
+def _candidates(names: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for stage, patterns in names.items():
+        for pattern in patterns:
+            out.setdefault(pattern, []).append(stage)
+    return out
 
 
 @dataclass
@@ -117,21 +137,28 @@ class CppTracer:
         self._pending = _Pending()
         self._start = 0
         self._n_tokens = 0
+        self.set_generation("upstream-2026")
         if save_values:
             (self.directory / "values").mkdir(exist_ok=True)
 
     # -- called by CppSession ----------------------------------------------------------------------------------
+    def set_generation(self, generation: str) -> None:
+        """Use the name table of this llama.h generation (CppSession calls this with its library's)."""
+        self.generation = generation
+        self.names = stage_names(generation)
+        self._candidates = _candidates(self.names)
+
     def begin_batch(self, start: int, n_tokens: int) -> None:
         self._start, self._n_tokens = start, n_tokens
         self._pending = _Pending()
 
     def wants(self, name: str) -> bool:
-        return _split_name(name)[0] in _CANDIDATES
+        return _split_name(name)[0] in self._candidates
 
     def capture(self, lib: Any, ptr: int) -> None:
         name = lib.ggml_get_name(ptr).decode(errors="replace")
         pattern, layer = _split_name(name)
-        stages = _CANDIDATES.get(pattern)
+        stages = self._candidates.get(pattern)
         if not stages:
             return
         arr = _read_tensor(lib, ptr)
@@ -142,7 +169,7 @@ class CppTracer:
             self._pending.first.setdefault(key, (arr, name))
             # prefer later candidates in the stage's list over earlier ones, and later tensors over earlier
             prev = self._pending.last.get(key)
-            cands = CPP_STAGE_NAMES[stage]
+            cands = self.names[stage]
             if prev is None or cands.index(pattern) >= cands.index(_split_name(prev[1])[0]):
                 self._pending.last[key] = (arr, name)
 

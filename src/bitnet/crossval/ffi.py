@@ -1,6 +1,7 @@
 """`CppSession`: the C++ reference driven through ctypes, configured for deterministic comparison.
 
-Deterministic means: F32 KV cache (`type_k = type_v = GGML_TYPE_F32`), a fixed thread count (1 by default), flash
+Deterministic means: F32 KV cache (`type_k = type_v = GGML_TYPE_F32`; F16 on the BitNet fork, which requires
+it without flash attention), a fixed thread count (1 by default), flash
 attention off, one sequence, logits requested for every position, CPU only. The same session can trace every
 intermediate tensor through llama.cpp's `cb_eval` hook (see `bitnet.crossval.cpp_trace`).
 """
@@ -19,6 +20,7 @@ import numpy as np
 from bitnet.crossval.cpp import DEFAULT_TEST_FLAVOR, Manifest, find_reference, load_libraries
 from bitnet.crossval.llama_api import (
     EVAL_CALLBACK,
+    GGML_TYPE_F16,
     GGML_TYPE_F32,
     LLAMA_FLASH_ATTN_TYPE_DISABLED,
     LOG_CALLBACK,
@@ -90,6 +92,8 @@ class CppSession:
         self._ctx: int | None = None
         self._cb = EVAL_CALLBACK(self._on_eval) if tracer is not None else None
         lib = self.lib
+        if tracer is not None and hasattr(tracer, "set_generation"):
+            tracer.set_generation(lib.generation)
         mp = lib.model_default_params()
         mp.n_gpu_layers = 0
         model = lib.load_model(str(self.model_path).encode(), mp)
@@ -108,8 +112,11 @@ class CppSession:
         cp.n_seq_max = 1
         cp.n_threads = n_threads
         cp.n_threads_batch = n_threads
-        cp.type_k = GGML_TYPE_F32
-        cp.type_v = GGML_TYPE_F32
+        # F32 KV cache where the API allows it; the fork refuses a non-F16 V cache without flash attention, so
+        # there the cache is F16 (bitnet.cpp's own default; our engine's `bitnet-cpp` numerics match it)
+        self.kv_dtype = "f32" if lib.generation == "upstream-2026" else "f16"
+        cp.type_k = GGML_TYPE_F32 if self.kv_dtype == "f32" else GGML_TYPE_F16
+        cp.type_v = cp.type_k
         cp.embeddings = False
         cp.offload_kqv = False
         cp.no_perf = True
@@ -147,7 +154,7 @@ class CppSession:
     def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {"flavor": m.flavor, "revision": m.revision, "api_generation": self.lib.generation,
-                "kv_dtype": "f32", "threads": self.n_threads, "flash_attn": False, "n_ctx": self.n_ctx}  # fmt: skip
+                "kv_dtype": self.kv_dtype, "threads": self.n_threads, "flash_attn": False, "n_ctx": self.n_ctx}  # fmt: skip
 
     # -- vocabulary ----------------------------------------------------------------------------------------------
     @property

@@ -51,10 +51,14 @@ def scoped_env(values: dict[str, str | None]) -> Iterator[None]:
 
 
 def engine_options_for(flavor: str, profile: str | None, ffn_act: str | None) -> dict[str, str | None]:
-    """Our engine's numerics for a reference flavor (explicit options win)."""
+    """Our engine's numerics for a reference flavor (explicit options win).
+
+    Upstream llama.cpp: Q8_K (`block256`) activations and SiLU, F32 KV. The BitNet fork: the arch's own profile and
+    activation, and `bitnet-cpp` numerics (float32 graph, F16 KV cache and f16 rounding points like the fork).
+    """
     if flavor == "llama.cpp":
-        return {"profile": profile or "block256", "ffn_act": ffn_act or "silu"}
-    return {"profile": profile, "ffn_act": ffn_act}
+        return {"profile": profile or "block256", "ffn_act": ffn_act or "silu", "numerics": "default"}
+    return {"profile": profile, "ffn_act": ffn_act, "numerics": "bitnet-cpp"}
 
 
 @dataclass
