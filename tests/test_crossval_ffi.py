@@ -97,3 +97,13 @@ def test_missing_reference_exit_19_and_allow_cpp_fail(tiny, tmp_path, monkeypatc
     assert run_cli(cli, [*args, "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["xfail"] is True and out["ok"] is True and out["rust_ok"] is True
+
+
+def test_scenario_timeout_fails_the_check_and_is_reported(cpp_reference, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSVAL_TIMEOUT_SECS", "0.001")
+    report = tmp_path / "r.json"
+    assert run_cli(cli, ["crossval", "--model", str(tiny), "--report", str(report), "--prompt", "Hello"]) == 1
+    rep = json.loads(report.read_text())
+    check = rep["checks"][-1]
+    assert check["name"] == "prompt:Hello" and not check["ok"] and "CROSSVAL_TIMEOUT_SECS" in check["error"]
+    assert rep["ok"] is False and rep["cpp_header_ok"] is True
