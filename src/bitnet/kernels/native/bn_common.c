@@ -185,7 +185,7 @@ static float quant_pt_row_f64(const double *x, int64_t K, int8_t *q, int32_t *su
     const float s = (float)(127.0 / mx);
     int32_t acc = 0;
     for (int64_t i = 0; i < K; i++) {
-        float v = nearbyintf((float)(x[i] * (double)s));
+        float v = bn_round_even((float)(x[i] * (double)s));
         int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
         q[i] = (int8_t)iv;
         acc += iv;
@@ -217,7 +217,7 @@ static void quant_block256_row_f64(const double *x, int64_t K, int8_t *q, float 
         const float iscale = -127.f / mx;
         int32_t acc = 0;
         for (int j = 0; j < 256; j++) {
-            int v = (int)nearbyintf((float)(xb[j] * (double)iscale));
+            int v = (int)bn_round_even((float)(xb[j] * (double)iscale));
             v = v < 127 ? v : 127;
             qb[j] = (int8_t)v;
             acc += v;

@@ -87,7 +87,7 @@ static float quant_pt_scalar(const float *x, int64_t K, int8_t *q, int32_t *sum)
     const float s = (float)(127.0 / mx);
     int32_t acc = 0;
     for (int64_t i = 0; i < K; i++) {
-        float v = nearbyintf(x[i] * s);
+        float v = bn_round_even(x[i] * s);
         int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
         q[i] = (int8_t)iv;
         acc += iv;
@@ -190,7 +190,7 @@ static float quant_pt_avx2(const float *x, int64_t K, int8_t *q, int32_t *sum) {
     }
     acc = hsum_epi32_avx2(vsum);
     for (; i < K; i++) {
-        float v = nearbyintf(x[i] * s);
+        float v = bn_round_even(x[i] * s);
         int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
         q[i] = (int8_t)iv;
         acc += iv;
@@ -458,7 +458,7 @@ static float quant_pt_avx512(const float *x, int64_t K, int8_t *q, int32_t *sum)
     }
     int32_t acc = _mm512_reduce_add_epi32(vsum);
     for (; i < K; i++) {
-        float v = nearbyintf(x[i] * s);
+        float v = bn_round_even(x[i] * s);
         int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
         q[i] = (int8_t)iv;
         acc += iv;

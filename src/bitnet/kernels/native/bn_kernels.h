@@ -57,6 +57,14 @@ extern const bn_isa_ops bn_ops_scalar;
 extern const bn_isa_ops bn_ops_avx2;
 extern const bn_isa_ops bn_ops_avx512;
 
+/* Round half to even for |v| < 2^22 (every quantizer input is within +-128 or so; NaN stays NaN): the 1.5 * 2^23
+ * trick, as ggml's nearest_int, exact in float32 under the default rounding mode and much cheaper than nearbyintf,
+ * which also saves and restores the FP environment. Needs -ffp-contract=off and no -ffast-math (both set). */
+static inline float bn_round_even(float v) {
+    if (!(v > -4194304.f && v < 4194304.f)) return v; /* large or NaN: the clamps that follow handle it */
+    return (v + 12582912.f) - 12582912.f; /* not folded: no -fassociative-math */
+}
+
 /* helpers shared by all ISA files (defined in bn_common.c) */
 void bn_tq1_decode_block(const uint8_t *blk, uint8_t codes_perm[256]);
 int bn_perm256(int e);
