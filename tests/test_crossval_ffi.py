@@ -107,3 +107,16 @@ def test_scenario_timeout_fails_the_check_and_is_reported(cpp_reference, tiny, t
     check = rep["checks"][-1]
     assert check["name"] == "prompt:Hello" and not check["ok"] and "CROSSVAL_TIMEOUT_SECS" in check["error"]
     assert rep["ok"] is False and rep["cpp_header_ok"] is True
+
+
+def test_a_second_reference_in_the_same_process_is_refused(cpp_reference, tiny):
+    import dataclasses
+
+    from bitnet.crossval.cpp import Artifact
+    from bitnet.crossval.ffi import open_library
+
+    with CppSession(tiny, manifest=cpp_reference):
+        pass
+    other = dataclasses.replace(cpp_reference, artifacts=[Artifact("lib:llama", "/elsewhere/libllama.so", "0")])
+    with pytest.raises(ReferenceUnavailable, match="already uses the C\\+\\+ reference"):
+        open_library(other)

@@ -336,7 +336,8 @@ def fetch_cpp(req: FetchRequest) -> FetchResult:
         )  # fmt: skip
         build_seconds = time.monotonic() - tb
         artifacts, lib_dir, bin_dir = _collect_artifacts(build_dir, targets)
-        load_errors = load_libraries({a.role.split(":", 1)[1]: Path(a.path) for a in artifacts if a.role.startswith("lib:")})
+        libs = {a.role.split(":", 1)[1]: Path(a.path) for a in artifacts if a.role.startswith("lib:")}
+        load_errors = load_libraries(libs, probe_only=True)
         if load_errors:
             raise BuildError("built libraries do not load:\n" + "\n".join(load_errors), hint=f"see {log_path}")
         include_dirs = [str(llama_root / "include"), str(llama_root / "ggml" / "include")]

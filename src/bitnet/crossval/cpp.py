@@ -155,20 +155,36 @@ def verify_artifacts(manifest: Manifest, *, check_hashes: bool = True) -> list[s
 LOAD_ORDER = ("ggml-base", "ggml-cpu", "ggml", "llama")
 
 
-def load_libraries(libs: dict[str, Path], *, probe_only: bool = False) -> list[str]:
-    """dlopen every library (dependencies first, RTLD_GLOBAL so later ones resolve against earlier ones).
+def _ordered(libs: dict[str, Path]) -> list[Path]:
+    names = sorted(libs, key=lambda n: LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER))
+    return [libs[n] for n in names if libs[n].suffix in (".so", ".dylib", ".dll") or ".so." in libs[n].name]
 
-    Returns the error messages (empty on success). Static builds have no shared libraries to load.
+
+def load_libraries(libs: dict[str, Path], *, probe_only: bool = False) -> list[str]:
+    """dlopen every shared library (dependencies first, RTLD_LOCAL: nothing enters the global symbol scope, so two
+    references never interpose each other's ggml). Returns the error messages (empty on success).
+
+    `probe_only` does it in a child process, so that a build tool (`fetch-cpp`) never maps the libraries into its
+    own process: two different libggml builds in one process can bind to each other by soname.
     """
+    paths = _ordered(libs)
+    if probe_only:
+        import subprocess
+        import sys
+
+        code = ("import ctypes, sys\nfor p in sys.argv[1:]:\n    try:\n        ctypes.CDLL(p, mode=ctypes.RTLD_LOCAL)\n"
+                "    except OSError as e:\n        print(f'cannot load {p}: {e}')\n")  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True)
+        errors = proc.stdout.strip().splitlines()
+        if proc.returncode != 0:
+            errors.append(f"library probe crashed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        return errors
     errors: list[str] = []
-    for name in sorted(libs, key=lambda n: LOAD_ORDER.index(n) if n in LOAD_ORDER else len(LOAD_ORDER)):
-        path = libs[name]
-        if path.suffix not in (".so", ".dylib", ".dll") and ".so." not in path.name:
-            continue
+    for path in paths:
         try:
-            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)
         except OSError as exc:
-            errors.append(f"lib:{name}: cannot load {path}: {exc}")
+            errors.append(f"cannot load {path}: {exc}")
     return errors
 
 

@@ -48,13 +48,20 @@ def open_library(manifest: Manifest) -> LlamaLib:
     with _LIB_LOCK:
         if key in _LIB_CACHE:
             return _LIB_CACHE[key]
+        if _LIB_CACHE:
+            # two llama.cpp builds in one process can bind to each other's ggml by soname: refuse, do not crash
+            other = next(iter(_LIB_CACHE))
+            raise ReferenceUnavailable(
+                f"this process already uses the C++ reference at {other}; load {key} in another process",
+                hint="one C++ reference per process (run each flavor in its own xtask invocation)",
+            )
         errors = load_libraries(libs)
         if errors:
             raise ReferenceUnavailable("cannot load the C++ reference:\n" + "\n".join(errors),
                                        hint="rebuild it with `xtask fetch-cpp ... --force`")  # fmt: skip
-        llama = C.CDLL(str(libs["llama"]), mode=C.RTLD_GLOBAL)
+        llama = C.CDLL(str(libs["llama"]), mode=C.RTLD_LOCAL)
         ggml_path = libs.get("ggml-base") or libs.get("ggml") or libs["llama"]
-        ggml = C.CDLL(str(ggml_path), mode=C.RTLD_GLOBAL)
+        ggml = C.CDLL(str(ggml_path), mode=C.RTLD_LOCAL)
         lib = LlamaLib(llama, ggml, manifest.api_generation or None)
         lib.log_set(_LOG_CB, None)
         lib.backend_init()
