@@ -19,8 +19,9 @@ import pytest
 from bitnet.cli.app import run_cli
 from bitnet.cli.xtask import cli
 from bitnet.crossval.build import FetchRequest, apply_bitnet_fixes, fetch_cpp
-from bitnet.crossval.cpp import find_reference, read_manifest, sha256_file
+from bitnet.crossval.cpp import find_reference, read_manifest
 from bitnet.errors import BuildError, ReferenceUnavailable, UsageError
+from bitnet.fsutil import sha256_file
 
 CMAKE = """cmake_minimum_required(VERSION 3.14)
 project(fake_llama C)

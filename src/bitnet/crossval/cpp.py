@@ -8,15 +8,14 @@ through the manifest instead of guessing paths, so a half-finished build is neve
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bitnet.errors import ReferenceUnavailable
+from bitnet.fsutil import atomic_write_json, sha256_file
 
 #: bump when the manifest's fields change meaning
 MANIFEST_SCHEMA_VERSION = "1"
@@ -107,34 +106,10 @@ def read_manifest(flavor: str, root: Path | None = None) -> Manifest | None:
         return None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(manifest: Manifest, root: Path | None = None) -> Path:
     path = manifest_path(manifest.flavor, root)
-    write_json_atomic(path, manifest.to_dict())
+    atomic_write_json(path, manifest.to_dict(), sort_keys=False)
     return path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_artifacts(manifest: Manifest, *, check_hashes: bool = True) -> list[str]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bitnet.crossval.cpp import sha256_file
 from bitnet.errors import BuildError, NetworkError, NotFoundError, ReferenceUnavailable
+from bitnet.fsutil import sha256_file
 
 #: the llama-cpp-python release whose vendored llama.cpp is the offline upstream reference
 SDIST_PACKAGE = "llama-cpp-python"

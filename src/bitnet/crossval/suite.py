@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bitnet.crossval.cpp import DEFAULT_TEST_FLAVOR, Manifest, find_reference, write_json_atomic
+from bitnet.crossval.cpp import DEFAULT_TEST_FLAVOR, Manifest, find_reference
 from bitnet.crossval.parity import DETERMINISTIC_ENV, ParityOptions, load_engine, run_parity, scoped_env
 from bitnet.errors import BitnetError, NotFoundError
+from bitnet.fsutil import atomic_write_json
 
 #: version of target/crossval_report.json
 REPORT_SCHEMA_VERSION = "1.0"
@@ -137,7 +138,7 @@ def run_suite(opts: SuiteOptions) -> dict[str, Any]:
             _run(model, opts, report)
     finally:
         report["timings"]["total_s"] = round(time.perf_counter() - t_all, 3)
-        write_json_atomic(opts.report, report)
+        atomic_write_json(opts.report, report, sort_keys=False)
     return report
 
 

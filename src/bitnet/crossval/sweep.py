@@ -12,17 +12,16 @@ import base64
 import html
 import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bitnet.crossval.cpp import write_json_atomic
 from bitnet.crossval.parity import DETERMINISTIC_ENV, ParityOptions, run_parity, scoped_env
 from bitnet.crossval.report_text import per_token_text
 from bitnet.crossval.suite import ScenarioTimeout, scenario_timeout, time_limit
 from bitnet.crossval.trace_diff import diff_traces, format_diff
+from bitnet.fsutil import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -48,15 +47,6 @@ MATMUL_STAGES = {"q", "k", "v", "attn_o", "ffn_gate", "ffn_up", "ffn_out"}
 GREEN, YELLOW = 0.99, 0.95
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _status(min_cos: float | None, ok: bool) -> str:
     """green: agrees; yellow: fails a check but cosine ≥ 0.95 everywhere; red: worse (the seed's colours)."""
     if ok:
@@ -77,17 +67,17 @@ def run_scenario(model: Path, sc: Scenario, outdir: Path, opts: ParityOptions) -
             res = run_parity(model, sc.prompt, max_tokens=sc.max_tokens, opts=opts, trace_dirs=(ours_tr, cpp_tr))
     except ScenarioTimeout as exc:
         row.update(ok=False, error=str(exc), status="red", seconds=round(time.perf_counter() - t, 2))
-        _write_text(d / "report.txt", f"{sc.name}: {exc}\n")
+        atomic_write_text(d / "report.txt", f"{sc.name}: {exc}\n")
         return row
-    write_json_atomic(d / "logits-comparison.json", res)
+    atomic_write_json(d / "logits-comparison.json", res, sort_keys=False)
     g = res.get("greedy") or {}
-    _write_text(d / "ours-output.txt", f"prompt: {sc.prompt}\ntokens: {g.get('ours')}\n")
-    _write_text(d / "cpp-output.txt", f"prompt: {sc.prompt}\ntokens: {g.get('ref')}\ntext: {g.get('text_ref')}\n")
+    atomic_write_text(d / "ours-output.txt", f"prompt: {sc.prompt}\ntokens: {g.get('ours')}\n")
+    atomic_write_text(d / "cpp-output.txt", f"prompt: {sc.prompt}\ntokens: {g.get('ref')}\ntext: {g.get('text_ref')}\n")
     td = diff_traces(ours_tr, cpp_tr) if res["tokenization"]["match"] else None
     if td is not None:
-        write_json_atomic(d / "trace-diff.json", td)
+        atomic_write_json(d / "trace-diff.json", td, sort_keys=False)
     report = per_token_text(res) + ("\n\ntrace diff:\n" + format_diff(td) if td else "")
-    _write_text(d / "report.txt", report + "\n")
+    atomic_write_text(d / "report.txt", report + "\n")
     lg = res.get("logits") or {}
     row.update(
         ok=bool(res["ok"]),
@@ -126,9 +116,9 @@ def run_sweep(model: str | Path, tokenizer: str | Path | None, outdir: str | Pat
                "flavor": opts.flavor, "scenarios": rows, "ok": all(r["ok"] for r in rows),
                "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
     summary["recommendations"] = recommendations(rows)
-    write_json_atomic(outdir / "summary.json", summary)
-    _write_text(outdir / "summary.md", summary_markdown(summary))
-    _write_text(outdir / "report.html", html_report(summary))
+    atomic_write_json(outdir / "summary.json", summary, sort_keys=False)
+    atomic_write_text(outdir / "summary.md", summary_markdown(summary))
+    atomic_write_text(outdir / "report.html", html_report(summary))
     return summary
 
 

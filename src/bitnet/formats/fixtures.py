@@ -12,7 +12,6 @@ I2_S) is written in bounded memory.
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ import numpy as np
 
 from bitnet.errors import UsageError
 from bitnet.formats.ggml_types import FILE_TYPE, GGMLType, as_type
-from bitnet.formats.gguf_writer import TensorSpec, default_file_mode, write_gguf
+from bitnet.formats.gguf_writer import TensorSpec, write_gguf
 from bitnet.formats.ternary import pack_ternary
 from bitnet.formats.vocab import gguf_tokenizer_metadata, train_fixture_tokenizer_json
+from bitnet.fsutil import atomic_write_text, sha256_file
 from bitnet.model.config import ModelConfig
 
 FORMATS = ("i2_s", "tq1_0", "tq2_0", "f32")
@@ -209,33 +209,8 @@ def generate_fixture(
         **gguf_tokenizer_metadata(tok_json, add_bos=True, pre="gpt-2"),
     }
     path = write_gguf(out, arch, metadata, fixture_tensors(cfg, fmt, seed, scale_tensors), progress=progress)
-    _write_text_atomic(tokenizer_path_for(path), tok_json)
+    atomic_write_text(tokenizer_path_for(path), tok_json)
     return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fixture_summary(path: Path) -> dict[str, Any]:

@@ -9,10 +9,8 @@ temporary name in the target folder, is fsynced, and renamed into place, so read
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 from bitnet.errors import FormatError
 from bitnet.formats.ggml_types import GGMLType, as_type, tensor_nbytes
 from bitnet.formats.gguf_reader import ARRAY, DEFAULT_ALIGNMENT, STRING
+from bitnet.fsutil import atomic_open
 
 Chunk = np.ndarray | bytes | bytearray | memoryview
 Producer = Chunk | Callable[[], Chunk | Iterable[Chunk]]
@@ -234,13 +233,6 @@ def build_header(
     return header, offsets
 
 
-def default_file_mode() -> int:
-    """0o666 minus the process umask: what `open(path, "w")` would have given the file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_gguf(
     path: str | os.PathLike[str],
     arch: str,
@@ -255,39 +247,20 @@ def write_gguf(
     out = Path(path)
     specs = _normalize_tensors(tensors)
     header, _ = build_header(arch, metadata, specs, alignment)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(
-            fd, default_file_mode()
-        )  # mkstemp makes 0600; a model file should get the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header)
-            for i, spec in enumerate(specs):
-                written = 0
-                for chunk in _chunks(spec):
-                    fh.write(chunk)
-                    written += chunk.nbytes
-                if written != spec.n_bytes:
-                    raise FormatError(
-                        f"tensor {spec.name!r}: produced {written} bytes, its type and shape need {spec.n_bytes}"
-                    )
-                fh.write(b"\0" * (-written % alignment))
-                if progress is not None:
-                    progress(spec.name, i + 1, len(specs))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-        with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
-            dfd = os.open(out.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(out, "wb") as fh:
+        fh.write(header)
+        for i, spec in enumerate(specs):
+            written = 0
+            for chunk in _chunks(spec):
+                fh.write(chunk)
+                written += chunk.nbytes
+            if written != spec.n_bytes:
+                raise FormatError(
+                    f"tensor {spec.name!r}: produced {written} bytes, its type and shape need {spec.n_bytes}"
+                )
+            fh.write(b"\0" * (-written % alignment))
+            if progress is not None:
+                progress(spec.name, i + 1, len(specs))
     return out
 
 

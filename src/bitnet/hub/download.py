@@ -41,9 +41,9 @@ from bitnet.errors import (
     NoSpaceError,
     NotFoundError,
 )
+from bitnet.fsutil import atomic_write_json, fsync_dir, hash_file_into, read_json, remove, sha256_file
 from bitnet.hub import names
 from bitnet.hub.events import EventSink, NullSink
-from bitnet.hub.fsutil import atomic_write_json, fsync_dir, read_json, remove, sha256_file
 from bitnet.hub.http import (
     Redactor,
     RetryPolicy,
@@ -342,7 +342,7 @@ class Downloader:
         ctx: dict[str, str],
     ) -> DownloadResult | None:
         """The existing file as an up-to-date result if its bytes hash to `expected`, else None (re-download)."""
-        actual = sha256_file(dest).hexdigest()
+        actual = sha256_file(dest)
         if expected is not None and actual != expected:
             self.sink.emit("info", **ctx, message=f"{dest.name} on disk does not match its sha256; re-downloading")
             remove(_sidecar_path(dest))
@@ -513,7 +513,7 @@ class Downloader:
                 remove(part)
                 st.offset = 0
             else:
-                st.hasher = sha256_file(part)
+                st.hasher = hash_file_into(part, hashlib.sha256())
         else:
             part.touch()
         resumed_from = st.offset

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import IO
 
 import blake3
 import numpy as np
+
+from bitnet.fsutil import atomic_open
 
 #: (stage, layer-scoped?, llama.cpp callback name) in forward order
 STAGES: tuple[tuple[str, bool, str], ...] = (
@@ -116,16 +117,8 @@ class Tracer:
     def _save(self, filename: str, row: np.ndarray) -> None:
         assert self.directory is not None
         target = self.directory / "values" / filename
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, row)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(target, "wb") as fh:
+            np.save(fh, row)
 
     def flush(self) -> None:
         if self._fh is not None:

@@ -55,7 +55,7 @@ class BenchmarkSpec:
 def model_info(path: Path) -> dict[str, Any]:
     """sha256, size, arch and tensor types of the GGUF; `bytes_per_token` = weight bytes one decode step reads."""
     from bitnet.formats.gguf_reader import open_gguf
-    from bitnet.hub.fsutil import sha256_file
+    from bitnet.fsutil import sha256_file
 
     with open_gguf(path) as gf:
         types: dict[str, int] = {}
@@ -73,7 +73,7 @@ def model_info(path: Path) -> dict[str, Any]:
         n_layers = gf.metadata.get(f"{arch}.block_count")
         return {
             "path": str(path),
-            "sha256": sha256_file(Path(path)).hexdigest(),
+            "sha256": sha256_file(path),
             "size_bytes": int(gf.file_size),
             "arch": arch,
             "n_tensors": len(gf.tensors),

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bitnet.hub.fsutil import atomic_write_bytes
+from bitnet.fsutil import atomic_write_bytes
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:

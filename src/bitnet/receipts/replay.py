@@ -12,14 +12,14 @@ from bitnet.receipts.greedy import DIGEST_ALGORITHM, greedy_run
 
 
 def replay_receipt(receipt: dict[str, Any]) -> tuple[bool, str]:
-    from bitnet.hub.fsutil import sha256_file
+    from bitnet.fsutil import sha256_file
     from bitnet.receipts.benchmark import load_engine
 
     model, run, output = receipt["model"], receipt["run"], receipt["output"]
     path = Path(model["path"])
     if not path.is_file():
         return False, f"cannot replay: model file {path} not found"
-    actual = sha256_file(path).hexdigest()
+    actual = sha256_file(path)
     if actual != model["sha256"]:
         return False, f"cannot replay: {path} has sha256 {actual[:16]}…, the receipt recorded {model['sha256'][:16]}…"
     if output["logits_digest"].get("algorithm") != DIGEST_ALGORITHM:

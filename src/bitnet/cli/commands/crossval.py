@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from bitnet.cli.output import Output, with_output
+from bitnet.fsutil import atomic_write_text
 
 
 def verdict_exit(out: Output, ok: bool, message: str) -> int:
@@ -80,27 +81,10 @@ def setup_crossval(out: Output, cpp_dir: Path | None, model: Path | None, write_
                                    hint="xtask fetch-cpp --flavor llama.cpp --sdist")
     text = shell_exports(res["env"])
     if write_to is not None:
-        _write_text_atomic(write_to, text + "\n")
+        atomic_write_text(write_to, text + "\n")
         res["written_to"] = str(write_to)
     out.result(res, text=text if write_to is None else f"wrote {write_to} (source it)")
     return 0
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _FLAVOR = click.option("--flavor", type=click.Choice(["bitnet", "llama.cpp"]), default="llama.cpp", show_default=True,
