@@ -155,6 +155,11 @@ def test_bad_shapes_raise():
     short = QuantWeight("tq2_0", 4, 256, w.data[:-1], name="cut")
     with pytest.raises(InvalidInputError, match="contiguous uint8"):
         native.ternary_matmul(np.zeros((1, 256), np.float32), short, "per-token")
+    with pytest.raises(InvalidInputError, match="contiguous uint8"):
+        native.ternary_matmul_q(quant.quantize(np.ones((1, 256)), "per-token"), short)
+    odd = QuantWeight("tq2_0", 4, 256, w.data.reshape(4, 66)[:, :33], name="strided")  # not contiguous
+    with pytest.raises(InvalidInputError):
+        native.ternary_matmul_q(quant.quantize(np.ones((1, 256)), "per-token"), odd)
 
 
 @pytest.mark.parametrize("t", [1, 3, 9])

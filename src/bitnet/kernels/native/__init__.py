@@ -38,6 +38,11 @@ ISAS = ("scalar", "avx2", "avx512vnni")
 _FMT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2}
 _FMT_SHORT = {"i2_s": "i2s", "tq2_0": "tq2", "tq1_0": "tq1"}
 _PROFILE_CODE = {"per-token": 0, "block256": 1}
+_QID = {
+    (f, one): f"{short}_{'gemv' if one else 'gemm'}_"
+    for f, short in _FMT_SHORT.items()
+    for one in (True, False)
+}
 _ERRORS = {-1: "unsupported shape", -2: "out of memory", -3: "bad argument"}
 
 _P = ctypes.c_void_p
@@ -125,9 +130,15 @@ def _need() -> ctypes.CDLL:
     return _lib
 
 
+_isa_now: str | None = None  # cached: isa() is on the per-call path
+
+
 def isa() -> str:
     """The instruction set the kernels dispatch to now (the `impl` part of their kernel IDs)."""
-    return ISAS[_need().bn_get_isa()]
+    global _isa_now
+    if _isa_now is None:
+        _isa_now = ISAS[_need().bn_get_isa()]
+    return _isa_now
 
 
 def best_isa() -> str:
@@ -138,7 +149,9 @@ def set_isa(name: str | None) -> str:
     """Cap the instruction set (None = the best the CPU has); returns the one in use."""
     if name is not None and name not in ISAS:
         raise InvalidInputError(f"unknown instruction set {name!r}; choose one of {', '.join(ISAS)}")
-    return ISAS[_need().bn_set_isa(-1 if name is None else ISAS.index(name))]
+    global _isa_now
+    _isa_now = ISAS[_need().bn_set_isa(-1 if name is None else ISAS.index(name))]
+    return _isa_now
 
 
 def set_threads(n: int | None) -> None:
@@ -152,6 +165,13 @@ def get_threads() -> int:
 
 def _ptr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
+
+
+def _c(a: np.ndarray, dtype: type) -> np.ndarray:
+    """`a` itself when it already is C-contiguous `dtype` (the usual case: no copy, no numpy call)."""
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _check(rc: int, what: str) -> None:
@@ -222,23 +242,41 @@ def _check_weight(w: QuantWeight, k: int) -> tuple[int, float]:
         need = w.n_out * w.n_in // QK_K * (66 if w.fmt == "tq2_0" else 54)
     if w.data.dtype != np.uint8 or not w.data.flags.c_contiguous or w.data.size < need:
         raise InvalidInputError(f"{w.name}: packed {w.fmt} data must be {need}+ contiguous uint8 bytes")
-    return _FMT_CODE[w.fmt], float(w.scale or 1.0)
+    return _FMT_CODE[w.fmt], 1.0 if w.scale is None else float(w.scale)
 
 
 def ternary_matmul_q(qa: QuantizedActivations, w: QuantWeight) -> np.ndarray:
-    """float32 [T, n_out] from already-quantized activations: the engine's `qgemv` / `qgemm` op."""
-    _need()
-    fmt, w_scale = _check_weight(w, qa.q.shape[1])
+    """float32 [T, n_out] from already-quantized activations: the engine's `qgemv` / `qgemm` op.
+
+    Kept lean (it runs ~7 times per layer and token): shapes and formats are checked here, buffer sizes and
+    K-divisibility in C, which returns an error code instead of reading out of bounds."""
+    fmt = _FMT_CODE.get(w.fmt)
+    if fmt is None or qa.q.shape[1] != w.n_in or (fmt == 0 and w.scale is None) or _mod is None:
+        _need()
+        _check_weight(w, qa.q.shape[1])  # raises the precise error
     t = qa.q.shape[0]
-    q = np.ascontiguousarray(qa.q, dtype=np.int8)
-    scales = np.ascontiguousarray(qa.scales, dtype=np.float32)
-    sums = np.ascontiguousarray(qa.sums, dtype=np.int32)
     y = np.empty((t, w.n_out), dtype=np.float32)
-    rc = _mod.ternary_matmul_q(
-        fmt, w.data, w.n_out, w.n_in, w_scale, _PROFILE_CODE[qa.profile], q, scales, sums, t, y
-    )
-    _check(rc, f"{w.fmt} matmul")
-    REGISTRY.record(f"{_FMT_SHORT[w.fmt]}_{'gemv' if t == 1 else 'gemm'}_{isa()}")
+    try:
+        rc = _mod.ternary_matmul_q(
+            fmt,
+            w.data,
+            w.n_out,
+            w.n_in,
+            1.0 if w.scale is None else w.scale,
+            _PROFILE_CODE[qa.profile],
+            _c(qa.q, np.int8),
+            _c(qa.scales, np.float32),
+            _c(qa.sums, np.int32),
+            t,
+            y,
+        )
+    except (ValueError, BufferError) as exc:  # a buffer too short or not contiguous
+        _check_weight(w, qa.q.shape[1])
+        raise InvalidInputError(f"{w.name}: {exc}") from exc
+    if rc:
+        _check_weight(w, qa.q.shape[1])
+        _check(rc, f"{w.fmt} matmul")
+    REGISTRY.record(_QID[w.fmt, t == 1] + (_isa_now or isa()))
     return y
 
 
