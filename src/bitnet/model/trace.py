@@ -7,8 +7,8 @@ position's row converted to float32 (so traces taken under different numerics co
 the hex digest of the row's float32 bytes, C order). With `BITNET_TRACE_VALUES=1` the row is also saved as
 `DIR/values/<seq>_<name>.npy` when it has at most `BITNET_TRACE_MAX_ELEMENTS` (default 65536) elements.
 
-`STAGES` lists the stages in forward order with the llama.cpp eval-callback tensor name each corresponds to
-(`{L}` = layer index), for `bitnet.crossval` to pair traces with the C++ reference.
+`STAGES` lists the stages in forward order. The engine knows nothing of the C++ references: `bitnet.crossval.cpp_trace`
+maps llama.cpp's eval-callback tensor names onto these stage names (data flows one way).
 """
 
 from __future__ import annotations
@@ -23,39 +23,31 @@ import numpy as np
 
 from bitnet.fsutil import atomic_open
 
-#: (stage, layer-scoped?, llama.cpp callback name) in forward order
-STAGES: tuple[tuple[str, bool, str], ...] = (
-    ("embeddings", False, "inp_embd"),
-    ("attn_norm", True, "attn_norm-{L}"),
-    ("q", True, "Qcur-{L}"),
-    ("k", True, "Kcur-{L}"),
-    ("v", True, "Vcur-{L}"),
-    ("q_rope", True, "Qcur-{L}"),
-    ("k_rope", True, "Kcur-{L}"),
-    ("attn_scores", True, "kq_soft_max_ext-{L}"),
-    ("attn_out", True, "kqv_out-{L}"),
-    ("attn_sub_norm", True, "attn_sub_norm-{L}"),
-    ("attn_o", True, "attn_o_out-{L}"),
-    ("ffn_inp", True, "ffn_inp-{L}"),
-    ("ffn_norm", True, "ffn_norm-{L}"),
-    ("ffn_gate", True, "ffn_gate-{L}"),
-    ("ffn_up", True, "ffn_up-{L}"),
-    ("ffn_act", True, "ffn_gate_par-{L}"),
-    ("ffn_sub_norm", True, "ffn_sub_norm-{L}"),
-    ("ffn_out", True, "ffn_out-{L}"),
-    ("layer_out", True, "l_out-{L}"),
-    ("final_norm", False, "result_norm"),
-    ("logits", False, "result_output"),
+#: (stage, layer-scoped?) in forward order
+STAGES: tuple[tuple[str, bool], ...] = (
+    ("embeddings", False),
+    ("attn_norm", True),
+    ("q", True),
+    ("k", True),
+    ("v", True),
+    ("q_rope", True),
+    ("k_rope", True),
+    ("attn_scores", True),
+    ("attn_out", True),
+    ("attn_sub_norm", True),
+    ("attn_o", True),
+    ("ffn_inp", True),
+    ("ffn_norm", True),
+    ("ffn_gate", True),
+    ("ffn_up", True),
+    ("ffn_act", True),
+    ("ffn_sub_norm", True),
+    ("ffn_out", True),
+    ("layer_out", True),
+    ("final_norm", False),
+    ("logits", False),
 )
-STAGE_NAMES = tuple(s for s, _, _ in STAGES)
-LLAMA_CPP_NAMES = {s: n for s, _, n in STAGES}
-#: other llama.cpp names for the same tensor (ffn_out-{L} is the ffn_down matmul result)
-LLAMA_CPP_ALIASES = {"ffn_out": ("ffn_down-{L}",), "attn_scores": ("kq_soft_max-{L}",)}
-
-
-def llama_cpp_name(stage: str, layer: int) -> str:
-    """The llama.cpp callback tensor name of one of our stages."""
-    return LLAMA_CPP_NAMES[stage].replace("{L}", str(layer))
+STAGE_NAMES = tuple(s for s, _ in STAGES)
 
 
 class Tracer:
@@ -91,7 +83,7 @@ class Tracer:
         """Record `tensor`, whose axis `axis` runs over the token positions `positions`, one line per position."""
         if self.directory is None:
             return
-        if stage not in LLAMA_CPP_NAMES:
+        if stage not in STAGE_NAMES:
             raise ValueError(f"unknown trace stage {stage!r}")
         if self._fh is None:
             self._fh = open(self.directory / "trace.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (kept open)
