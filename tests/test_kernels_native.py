@@ -176,7 +176,7 @@ def test_f16_lm_head_close_to_reference(t, isa):
     assert REGISTRY.counts() == {f"f16_{'gemv' if t == 1 else 'gemm'}_lmhead_{impl}": 1}
 
 
-def test_float_ops_close_to_reference():
+def test_float_ops_close_to_reference(isa):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, 2560)).astype(np.float32)
     wn = rng.uniform(0.5, 1.5, 2560).astype(np.float32)

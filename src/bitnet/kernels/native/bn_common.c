@@ -267,6 +267,8 @@ int bn_quantize(int profile, const void *x, int is_f64, int64_t N, int64_t K, in
     if (profile == BN_BLOCK256 && K % 256) return BN_EBADSHAPE;
     if (profile != BN_PER_TOKEN && profile != BN_BLOCK256) return BN_EBADARG;
     const size_t esz = is_f64 ? sizeof(double) : sizeof(float);
+    const int nth = bn_get_threads();
+#pragma omp parallel for num_threads(nth) schedule(static) if (N > 1 && nth > 1)
     for (int64_t n = 0; n < N; n++) {
         const void *xr = (const char *)x + (size_t)(n * K) * esz;
         if (profile == BN_PER_TOKEN)
@@ -543,6 +545,8 @@ int bn_f16_matmul(const uint16_t *w, int64_t M, int64_t K, const float *x, int64
 
 /* ggml rms_norm then the weight multiply: sum of float squares in double, scale = 1/sqrtf(mean + eps). */
 void bn_rmsnorm(const float *x, const float *w, int64_t N, int64_t K, float eps, float *y) {
+    const int nth = bn_get_threads();
+#pragma omp parallel for num_threads(nth) schedule(static) if (N > 1 && nth > 1)
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * K;
         float *yr = y + n * K;
@@ -582,52 +586,19 @@ void bn_rope_neox(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, in
 }
 
 /* Causal GQA attention over an f32 KV cache laid out [pos, n_kv * head_dim] (row stride ldkv). Query t (of T, row
- * stride ldq) sits at position n_past + t and sees keys 0..n_past+t. Output rows have stride ldo. */
+ * stride ldq) sits at position n_past + t and sees keys 0..n_past+t. Output rows have stride ldo. The loops live in
+ * bn_isa_impl.h, compiled once per instruction set (the compiler vectorizes them for that ISA). */
 int bn_attention(const float *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv, int64_t n_past,
                  int64_t n_heads, int64_t n_kv, int64_t head_dim, float scale, float *out, int64_t ldo) {
     if (n_kv <= 0 || n_heads % n_kv) return BN_EBADSHAPE;
-    const int64_t group = n_heads / n_kv, npos = n_past + T;
-    const int nth = bn_get_threads();
-    int failed = 0;
-#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
-    {
-        float *sc = malloc(sizeof(float) * (size_t)npos);
-        if (!sc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t th = 0; th < T * n_heads; th++) {
-            if (!sc) continue;
-            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
-            const float *qh = q + t * ldq + h * head_dim;
-            float mx = -INFINITY;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *kp = k + p * ldkv + kvh * head_dim;
-                float s = 0.f;
-#pragma omp simd reduction(+ : s)
-                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * kp[i];
-                s *= scale;
-                sc[p] = s;
-                if (s > mx) mx = s;
-            }
-            double sum = 0.0;
-            for (int64_t p = 0; p < nvis; p++) {
-                sc[p] = expf(sc[p] - mx);
-                sum += sc[p];
-            }
-            const float inv = (float)(1.0 / sum);
-            float *o = out + t * ldo + h * head_dim;
-            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.f;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *vp = v + p * ldkv + kvh * head_dim;
-                const float wgt = sc[p] * inv;
-                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * vp[i];
-            }
-        }
-        free(sc);
-    }
-    return failed ? BN_ENOMEM : BN_OK;
+    return ops()->attn_f32(q, T, ldq, k, v, ldkv, n_past, n_heads, n_kv, head_dim, scale, out, ldo, bn_get_threads());
+}
+
+int bn_attention_f64(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
+                     int64_t ldo) {
+    if (n_kv <= 0 || n_heads % n_kv) return BN_EBADSHAPE;
+    return ops()->attn_f64(q, T, ldq, k, v, ldkv, n_past, n_heads, n_kv, head_dim, scale, out, ldo, bn_get_threads());
 }
 
 /* Memory read-bandwidth probe: best GB/s (1e9 B/s) over `passes` parallel sums of buf[0..n). */
@@ -657,6 +628,8 @@ double bn_read_bandwidth(const uint8_t *buf, int64_t n, int passes, int nth, uin
 /* ---- float64 variants (the engine's default numerics keeps hidden states in float64) ------------------------ */
 
 void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, double eps, double *y) {
+    const int nth = bn_get_threads();
+#pragma omp parallel for num_threads(nth) schedule(static) if (N > 1 && nth > 1)
     for (int64_t n = 0; n < N; n++) {
         const double *xr = x + n * K;
         double *yr = y + n * K;
@@ -691,51 +664,3 @@ void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_di
     free(cs);
 }
 
-/* bn_attention in double for float64 queries over an f32 cache (values widened as they are read). */
-int bn_attention_f64(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
-                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
-                     int64_t ldo) {
-    if (n_kv <= 0 || n_heads % n_kv) return BN_EBADSHAPE;
-    const int64_t group = n_heads / n_kv, npos = n_past + T;
-    const int nth = bn_get_threads();
-    int failed = 0;
-#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
-    {
-        double *sc = malloc(sizeof(double) * (size_t)npos);
-        if (!sc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t th = 0; th < T * n_heads; th++) {
-            if (!sc) continue;
-            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
-            const double *qh = q + t * ldq + h * head_dim;
-            double mx = -INFINITY;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *kp = k + p * ldkv + kvh * head_dim;
-                double s = 0.0;
-#pragma omp simd reduction(+ : s)
-                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * (double)kp[i];
-                s *= scale;
-                sc[p] = s;
-                if (s > mx) mx = s;
-            }
-            double sum = 0.0;
-            for (int64_t p = 0; p < nvis; p++) {
-                sc[p] = exp(sc[p] - mx);
-                sum += sc[p];
-            }
-            const double inv = 1.0 / sum;
-            double *o = out + t * ldo + h * head_dim;
-            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.0;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *vp = v + p * ldkv + kvh * head_dim;
-                const double wgt = sc[p] * inv;
-                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * (double)vp[i];
-            }
-        }
-        free(sc);
-    }
-    return failed ? BN_ENOMEM : BN_OK;
-}

@@ -43,6 +43,99 @@ static inline void BN_FN(fold_blocks)(int32_t *out, int T, int nbt) {
         }
 }
 
+/* ---- attention (plain C, vectorized by the compiler for this file's instruction set) ---------------------- */
+#include <stdlib.h>
+static int BN_FN(attn_f32)(const float *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv, int64_t n_past,
+                 int64_t n_heads, int64_t n_kv, int64_t head_dim, float scale, float *out, int64_t ldo, int nth) {
+    const int64_t group = n_heads / n_kv, npos = n_past + T;
+    int failed = 0;
+#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
+    {
+        float *sc = malloc(sizeof(float) * (size_t)npos);
+        if (!sc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static, 1) /* interleaved: later queries see more keys (causal) */
+        for (int64_t th = 0; th < T * n_heads; th++) {
+            if (!sc) continue;
+            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
+            const float *qh = q + t * ldq + h * head_dim;
+            float mx = -INFINITY;
+            for (int64_t p = 0; p < nvis; p++) {
+                const float *kp = k + p * ldkv + kvh * head_dim;
+                float s = 0.f;
+#pragma omp simd reduction(+ : s)
+                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * kp[i];
+                s *= scale;
+                sc[p] = s;
+                if (s > mx) mx = s;
+            }
+            double sum = 0.0;
+            for (int64_t p = 0; p < nvis; p++) {
+                sc[p] = expf(sc[p] - mx);
+                sum += sc[p];
+            }
+            const float inv = (float)(1.0 / sum);
+            float *o = out + t * ldo + h * head_dim;
+            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.f;
+            for (int64_t p = 0; p < nvis; p++) {
+                const float *vp = v + p * ldkv + kvh * head_dim;
+                const float wgt = sc[p] * inv;
+                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * vp[i];
+            }
+        }
+        free(sc);
+    }
+    return failed ? -2 : 0;
+}
+
+static int BN_FN(attn_f64)(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
+                     int64_t ldo, int nth) {
+    const int64_t group = n_heads / n_kv, npos = n_past + T;
+    int failed = 0;
+#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
+    {
+        double *sc = malloc(sizeof(double) * (size_t)npos);
+        if (!sc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static, 1) /* interleaved: later queries see more keys (causal) */
+        for (int64_t th = 0; th < T * n_heads; th++) {
+            if (!sc) continue;
+            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
+            const double *qh = q + t * ldq + h * head_dim;
+            double mx = -INFINITY;
+            for (int64_t p = 0; p < nvis; p++) {
+                const float *kp = k + p * ldkv + kvh * head_dim;
+                double s = 0.0;
+#pragma omp simd reduction(+ : s)
+                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * (double)kp[i];
+                s *= scale;
+                sc[p] = s;
+                if (s > mx) mx = s;
+            }
+            double sum = 0.0;
+            for (int64_t p = 0; p < nvis; p++) {
+                sc[p] = exp(sc[p] - mx);
+                sum += sc[p];
+            }
+            const double inv = 1.0 / sum;
+            double *o = out + t * ldo + h * head_dim;
+            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.0;
+            for (int64_t p = 0; p < nvis; p++) {
+                const float *vp = v + p * ldkv + kvh * head_dim;
+                const double wgt = sc[p] * inv;
+                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * (double)vp[i];
+            }
+        }
+        free(sc);
+    }
+    return failed ? -2 : 0;
+}
+
 #if BN_ISA == BN_ISA_ID_SCALAR
 
 static void decode_block_scalar(int fmt, const uint8_t *p, uint8_t codes[256]) {
@@ -115,7 +208,7 @@ static uint64_t sum_u64_scalar(const uint64_t *u, int64_t n) {
     return s;
 }
 
-const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, NULL, sum_u64_scalar, "scalar"};
+const bn_isa_ops bn_ops_scalar = {tile_scalar, quant_pt_scalar, f16_rows_scalar, NULL, sum_u64_scalar, attn_f32_scalar, attn_f64_scalar, "scalar"};
 
 #elif BN_ISA == BN_ISA_ID_AVX2
 
@@ -240,7 +333,7 @@ static uint64_t sum_u64_avx2(const uint64_t *u, int64_t n) {
     return s;
 }
 
-const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, NULL, sum_u64_avx2, "avx2"};
+const bn_isa_ops bn_ops_avx2 = {tile_avx2, quant_pt_avx2, f16_rows_avx2, NULL, sum_u64_avx2, attn_f32_avx2, attn_f64_avx2, "avx2"};
 
 #elif BN_ISA == BN_ISA_ID_AVX512
 
@@ -554,7 +647,7 @@ static uint64_t sum_u64_avx512(const uint64_t *u, int64_t n) {
     return s;
 }
 
-const bn_isa_ops bn_ops_avx512 = {tile_avx512,    quant_pt_avx512, f16_rows_avx512,
-                                  gemv_tq_avx512, sum_u64_avx512,  "avx512vnni"};
+const bn_isa_ops bn_ops_avx512 = {tile_avx512,    quant_pt_avx512, f16_rows_avx512, gemv_tq_avx512,
+                                  sum_u64_avx512, attn_f32_avx512, attn_f64_avx512, "avx512vnni"};
 
 #endif

@@ -50,6 +50,12 @@ typedef struct {
     bn_f16_rows_fn f16_rows;
     bn_gemv_tq_fn gemv_tq; /* NULL: use tile + the generic epilogue */
     uint64_t (*sum_u64)(const uint64_t *u, int64_t n); /* streaming read for the bandwidth probe */
+    int (*attn_f32)(const float *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                    int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, float scale, float *out,
+                    int64_t ldo, int nth);
+    int (*attn_f64)(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                    int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
+                    int64_t ldo, int nth);
     const char *name;
 } bn_isa_ops;
 
