@@ -342,13 +342,10 @@ def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """ggml rms_norm · weight, in the activation dtype (float32: ggml's float/double mix; float64: all double)."""
     if not _native_float(x):
         return ref.rmsnorm_ref(x, weight, eps)
-    assert _lib is not None
-    xc = np.ascontiguousarray(x)
-    wc = np.ascontiguousarray(weight, dtype=np.float32)
+    xc = _c(x, x.dtype.type)
     y = np.empty_like(xc)
     k = xc.shape[-1]
-    fn = _lib.bn_rmsnorm if xc.dtype == np.float32 else _lib.bn_rmsnorm_f64
-    fn(_ptr(xc), _ptr(wc), xc.size // k, k, float(eps), _ptr(y))
+    _mod.rmsnorm(xc, _c(weight, np.float32), xc.size // k, k, float(eps), y, xc.dtype == np.float64)
     REGISTRY.record("rmsnorm_scalar")
     return y
 
@@ -357,12 +354,12 @@ def rope_neox(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     """NEOX RoPE on [T, H, D] (a new array). float32: ggml's angle recurrence; float64: exact angles."""
     if not _native_float(x) or x.ndim != 3:
         return ref.rope_neox_ref(x, positions, theta)
-    assert _lib is not None
     y = np.array(x, order="C", copy=True)
-    pos = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
     t, h, d = y.shape
-    fn = _lib.bn_rope_neox if y.dtype == np.float32 else _lib.bn_rope_neox_f64
-    fn(_ptr(y), t, h, d, h * d, _ptr(pos), float(theta))
+    pos = _c(np.asarray(positions).reshape(-1), np.int32)
+    if pos.shape[0] != t:
+        raise InvalidInputError(f"rope: {pos.shape[0]} positions for {t} tokens")
+    _mod.rope(y, t, h, d, pos, float(theta), y.dtype == np.float64)
     REGISTRY.record("rope_neox_scalar")
     return y
 
@@ -379,31 +376,19 @@ def attention(
     """Causal GQA attention over an f32/f16 cache in the query dtype (f16 rounding of P and tracing: reference)."""
     if not _native_float(q) or round_p_f16 or scores_out is not None:
         return ref.attention_ref(q, k, v, start_pos, round_p_f16=round_p_f16, scores_out=scores_out)
-    assert _lib is not None
-    qc = np.ascontiguousarray(q)
-    kc = np.ascontiguousarray(k, dtype=np.float32)
-    vc = np.ascontiguousarray(v, dtype=np.float32)
+    qc = _c(q, q.dtype.type)
+    kc, vc = _c(k, np.float32), _c(v, np.float32)
     t, h, d = qc.shape
     s, hkv, _ = kc.shape
-    if s < start_pos + t:
-        raise InvalidInputError(f"attention: {s} cached positions, need {start_pos + t}")
+    if s < start_pos + t or h % hkv or vc.shape != kc.shape:
+        raise InvalidInputError(
+            f"attention: {s} cached positions / {hkv} kv heads for {t} queries at {start_pos}"
+        )
     out = np.empty_like(qc)
-    fn = _lib.bn_attention if qc.dtype == np.float32 else _lib.bn_attention_f64
-    args = (
-        t,
-        h * d,
-        _ptr(kc),
-        _ptr(vc),
-        hkv * d,
-        start_pos,
-        h,
-        hkv,
-        d,
-        float(1.0 / np.sqrt(d)),
-        _ptr(out),
-        h * d,
+    rc = _mod.attention(
+        qc, t, h, d, kc, vc, s, hkv, start_pos, float(1.0 / np.sqrt(d)), out, qc.dtype == np.float64
     )
-    _check(fn(_ptr(qc), *args), "attention")
+    _check(rc, "attention")
     REGISTRY.record("attention_scalar")
     return out
 

@@ -15,6 +15,18 @@ int bn_ternary_matmul_q(int fmt, const uint8_t *w, int64_t M, int64_t K, float w
 int bn_f16_matmul(const uint16_t *w, int64_t M, int64_t K, const float *x, int64_t N, int64_t ldx, float *y,
                   int64_t ldy);
 
+void bn_rmsnorm(const float *x, const float *w, int64_t N, int64_t K, float eps, float *y);
+void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, double eps, double *y);
+void bn_rope_neox(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t *pos,
+                  float base);
+void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t *pos,
+                      double base);
+int bn_attention(const float *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv, int64_t n_past,
+                 int64_t n_heads, int64_t n_kv, int64_t head_dim, float scale, float *out, int64_t ldo);
+int bn_attention_f64(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
+                     int64_t ldo);
+
 #define NBUF 6
 
 typedef struct {
@@ -131,7 +143,78 @@ static PyObject *py_f16_matmul(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS return done(&b, rc);
 }
 
+/* rmsnorm(x, w, N, K, eps, y, is_f64) */
+static PyObject *py_rmsnorm(PyObject *self, PyObject *args) {
+    long long N, K;
+    double eps;
+    int f64;
+    PyObject *ox, *ow, *oy;
+    if (!PyArg_ParseTuple(args, "OOLLdOp", &ox, &ow, &N, &K, &eps, &oy, &f64)) return NULL;
+    if (N < 0 || K <= 0) return PyErr_Format(PyExc_ValueError, "bad arguments");
+    const Py_ssize_t es = f64 ? 8 : 4;
+    bufs b = {.n = 0};
+    const void *x = take(&b, ox, N * K * es, 0, "x");
+    const void *w = x ? take(&b, ow, K * 4, 0, "weight") : NULL;
+    void *y = w ? take(&b, oy, N * K * es, 1, "out") : NULL;
+    if (!y) {
+        release(&b);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS if (f64) bn_rmsnorm_f64(x, w, N, K, eps, y);
+    else bn_rmsnorm(x, w, N, K, (float)eps, y);
+    Py_END_ALLOW_THREADS return done(&b, 0);
+}
+
+/* rope(x, T, H, D, pos, theta, is_f64): in place on a [T, H, D] buffer */
+static PyObject *py_rope(PyObject *self, PyObject *args) {
+    long long T, H, D;
+    double theta;
+    int f64;
+    PyObject *ox, *op;
+    if (!PyArg_ParseTuple(args, "OLLLOdp", &ox, &T, &H, &D, &op, &theta, &f64)) return NULL;
+    if (T < 0 || H <= 0 || D <= 0 || D % 2) return PyErr_Format(PyExc_ValueError, "bad arguments");
+    bufs b = {.n = 0};
+    void *x = take(&b, ox, T * H * D * (f64 ? 8 : 4), 1, "x");
+    const void *pos = x ? take(&b, op, T * 4, 0, "positions") : NULL;
+    if (!pos) {
+        release(&b);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS if (f64) bn_rope_neox_f64(x, T, H, D, H * D, pos, theta);
+    else bn_rope_neox(x, T, H, D, H * D, pos, (float)theta);
+    Py_END_ALLOW_THREADS return done(&b, 0);
+}
+
+/* attention(q, T, H, D, k, v, S, Hkv, n_past, scale, out, is_f64); k/v float32 [S, Hkv, D] */
+static PyObject *py_attention(PyObject *self, PyObject *args) {
+    long long T, H, D, S, Hkv, n_past;
+    double scale;
+    int f64;
+    PyObject *oq, *ok, *ov, *oo;
+    if (!PyArg_ParseTuple(args, "OLLLOOLLLdOp", &oq, &T, &H, &D, &ok, &ov, &S, &Hkv, &n_past, &scale, &oo, &f64))
+        return NULL;
+    if (T < 0 || H <= 0 || D <= 0 || Hkv <= 0 || n_past < 0 || S < n_past + T)
+        return PyErr_Format(PyExc_ValueError, "bad arguments");
+    const Py_ssize_t es = f64 ? 8 : 4;
+    bufs b = {.n = 0};
+    const void *q = take(&b, oq, T * H * D * es, 0, "q");
+    const void *k = q ? take(&b, ok, S * Hkv * D * 4, 0, "k") : NULL;
+    const void *v = k ? take(&b, ov, S * Hkv * D * 4, 0, "v") : NULL;
+    void *o = v ? take(&b, oo, T * H * D * es, 1, "out") : NULL;
+    if (!o) {
+        release(&b);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS if (f64) rc = bn_attention_f64(q, T, H * D, k, v, Hkv * D, n_past, H, Hkv, D, scale, o, H * D);
+    else rc = bn_attention(q, T, H * D, k, v, Hkv * D, n_past, H, Hkv, D, (float)scale, o, H * D);
+    Py_END_ALLOW_THREADS return done(&b, rc);
+}
+
 static PyMethodDef bn_methods[] = {
+    {"rmsnorm", py_rmsnorm, METH_VARARGS, "RMSNorm times weight, float32 or float64"},
+    {"rope", py_rope, METH_VARARGS, "NEOX RoPE in place, float32 or float64"},
+    {"attention", py_attention, METH_VARARGS, "causal GQA attention over an f32 cache; returns rc"},
     {"ternary_matmul_q", py_ternary_matmul_q, METH_VARARGS, "matmul on quantized activations; returns rc"},
     {"ternary_matmul", py_ternary_matmul, METH_VARARGS, "fused quantize + matmul on float32; returns rc"},
     {"quantize", py_quantize, METH_VARARGS, "activation quantizer; returns rc"},
