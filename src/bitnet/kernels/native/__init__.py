@@ -352,7 +352,7 @@ def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 def rope_neox(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     """NEOX RoPE on [T, H, D] (a new array). float32: ggml's angle recurrence; float64: exact angles."""
-    if not _native_float(x) or x.ndim != 3:
+    if not _native_float(x) or x.ndim != 3 or x.shape[2] % 2 or x.shape[2] > 1024:
         return ref.rope_neox_ref(x, positions, theta)
     y = np.array(x, order="C", copy=True)
     t, h, d = y.shape

@@ -337,14 +337,15 @@ typedef struct {
     int32_t *sum;   /* per-token: [N] */
     float *d;       /* block256: [N, nb] */
     int32_t *bsum;  /* [N, nb] */
+    int8_t *tmp;    /* per-thread natural-order scratch rows [nth, K] */
     void *mem;
 } act_buf;
 
-static int act_alloc(act_buf *a, int64_t N, int64_t K) {
+static int act_alloc(act_buf *a, int64_t N, int64_t K, int nth) {
     const int64_t nb = K / 256;
     size_t qbytes = ((size_t)(N * K) + 63) & ~(size_t)63;
     size_t total = qbytes + (size_t)N * (sizeof(float) + sizeof(int32_t)) +
-                   (size_t)(N * (nb + 1)) * (sizeof(float) + sizeof(int32_t)) + 64;
+                   (size_t)(N * (nb + 1)) * (sizeof(float) + sizeof(int32_t)) + (size_t)K * (size_t)nth + 64;
     a->mem = aligned_alloc(64, (total + 63) & ~(size_t)63);
     if (!a->mem) return BN_ENOMEM;
     char *p = a->mem;
@@ -357,25 +358,26 @@ static int act_alloc(act_buf *a, int64_t N, int64_t K) {
     a->d = (float *)p;
     p += N * (nb + 1) * sizeof(float);
     a->bsum = (int32_t *)p;
+    p += N * (nb + 1) * sizeof(int32_t);
+    a->tmp = (int8_t *)p;
     return BN_OK;
 }
 
 static void quantize_acts(act_buf *a, int profile, const float *x, int64_t N, int64_t K, int64_t ldx, int nth) {
     const int64_t nb = K / 256;
-    if (N == 1) {
-        int8_t *tmp = malloc((size_t)K);
-        if (tmp) quantize_row(profile, x, 0, K, a->q, 1, tmp, a->scale, a->sum, a->d, a->bsum);
-        free(tmp);
+    if (N == 1 || nth <= 1) {
+        for (int64_t n = 0; n < N; n++)
+            quantize_row(profile, x + n * ldx, 0, K, a->q + n * K, 1, a->tmp, a->scale + n, a->sum + n,
+                         a->d + n * nb, a->bsum + n * nb);
         return;
     }
-#pragma omp parallel num_threads(nth) if (N > 1 && nth > 1)
+#pragma omp parallel num_threads(nth)
     {
-        int8_t *tmp = malloc((size_t)K);
+        int8_t *tmp = a->tmp + (size_t)K * (size_t)omp_get_thread_num();
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++)
             quantize_row(profile, x + n * ldx, 0, K, a->q + n * K, 1, tmp, a->scale + n, a->sum + n, a->d + n * nb,
                          a->bsum + n * nb);
-        free(tmp);
     }
 }
 
@@ -432,7 +434,7 @@ static int matmul_impl(int fmt, int profile, const uint8_t *w, int64_t M, int64_
     if (N <= 0) return N == 0 ? BN_OK : BN_EBADSHAPE;
     const int nth = bn_get_threads();
     act_buf a;
-    if ((rc = act_alloc(&a, N, K))) return rc;
+    if ((rc = act_alloc(&a, N, K, nth > 0 ? nth : 1))) return rc;
     if (q_natural) {
         const int64_t nb = K / 256;
         for (int64_t n = 0; n < N; n++) {
@@ -564,8 +566,8 @@ void bn_rope_neox(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, in
                   float base) {
     const int64_t half = head_dim / 2;
     const float theta_scale = powf(base, -2.0f / (float)head_dim);
-    float *cs = malloc(sizeof(float) * 2 * (size_t)half);
-    if (!cs) return;
+    float cs[1024];
+    if (half > 512) return; /* head_dim > 1024: rejected by the Python wrapper before the call */
     for (int64_t t = 0; t < n_tok; t++) {
         float theta = (float)pos[t];
         for (int64_t i = 0; i < half; i++) {
@@ -582,7 +584,7 @@ void bn_rope_neox(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, in
             }
         }
     }
-    free(cs);
+
 }
 
 /* Causal GQA attention over an f32 KV cache laid out [pos, n_kv * head_dim] (row stride ldkv). Query t (of T, row
@@ -644,8 +646,8 @@ void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, doubl
 void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t *pos,
                       double base) {
     const int64_t half = head_dim / 2;
-    double *cs = malloc(sizeof(double) * 2 * (size_t)half);
-    if (!cs) return;
+    double cs[1024];
+    if (half > 512) return; /* head_dim > 1024: rejected by the Python wrapper before the call */
     for (int64_t t = 0; t < n_tok; t++) {
         for (int64_t i = 0; i < half; i++) {
             const double ang = (double)pos[t] * pow(base, -2.0 * (double)i / (double)head_dim);
@@ -661,6 +663,6 @@ void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_di
             }
         }
     }
-    free(cs);
+
 }
 

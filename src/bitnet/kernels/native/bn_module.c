@@ -172,7 +172,7 @@ static PyObject *py_rope(PyObject *self, PyObject *args) {
     int f64;
     PyObject *ox, *op;
     if (!PyArg_ParseTuple(args, "OLLLOdp", &ox, &T, &H, &D, &op, &theta, &f64)) return NULL;
-    if (T < 0 || H <= 0 || D <= 0 || D % 2) return PyErr_Format(PyExc_ValueError, "bad arguments");
+    if (T < 0 || H <= 0 || D <= 0 || D % 2 || D > 1024) return PyErr_Format(PyExc_ValueError, "bad arguments");
     bufs b = {.n = 0};
     void *x = take(&b, ox, T * H * D * (f64 ? 8 : 4), 1, "x");
     const void *pos = x ? take(&b, op, T * 4, 0, "positions") : NULL;
