@@ -219,6 +219,7 @@ def test_dispatch_selects_native_kernels():
     assert select_kernel("qgemm", "cpu", "tq1_0").id == f"tq1_gemm_{native.isa()}"
     assert select_kernel("quantize_per_token", "cpu").id == f"quantize_per_token_{native.isa()}"
     assert select_kernel("rmsnorm", "cpu").id == "rmsnorm_scalar"
+    assert select_kernel("attention", "cpu").id == f"attention_{native.isa()}"
 
 
 def test_no_native_env_falls_back_with_warning():

@@ -389,7 +389,7 @@ def attention(
         qc, t, h, d, kc, vc, s, hkv, start_pos, float(1.0 / np.sqrt(d)), out, qc.dtype == np.float64
     )
     _check(rc, "attention")
-    REGISTRY.record("attention_scalar")
+    REGISTRY.record(f"attention_{_isa_now or isa()}")  # loops compiled per instruction set
     return out
 
 
@@ -444,7 +444,8 @@ def _register() -> None:
     )
     reg("rmsnorm_scalar", "rmsnorm", rmsnorm if live else None, "rmsnorm_ref")
     reg("rope_neox_scalar", "rope_neox", rope_neox if live else None, "rope_neox_ref")
-    reg("attention_scalar", "attention", attention if live else None, "attention_ref")
+    for impl in ISAS:
+        reg(f"attention_{impl}", "attention", attention if impl == cur else None, "attention_ref")
 
 
 def _configure_from_env() -> None:
