@@ -238,3 +238,18 @@ def test_no_native_env_falls_back_with_warning():
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_engine_thread_count_reaches_the_native_kernels(fixture_model) -> None:
+    from bitnet.kernels import native
+    from bitnet.model import load_model
+
+    if not native.available():
+        pytest.skip(f"native kernels not built: {native.unavailable_reason()}")
+    before = native.get_threads()
+    try:
+        engine = load_model(fixture_model(size="tiny", fmt="tq2_0", arch="bitnet"), threads=1)
+        assert native.get_threads() == 1
+        engine.close()
+    finally:
+        native.set_threads(before)

@@ -37,7 +37,14 @@ def resolve_threads(threads: int | None) -> int:
 
 
 def apply_threads(threads: int) -> bool:
-    """Limit BLAS threads if threadpoolctl is installed; returns whether the limit could be applied."""
+    """Use `threads` threads in the native kernels (OpenMP) and in BLAS (threadpoolctl, if installed).
+
+    Returns whether the BLAS limit could be applied; the native kernels always honour it when they are built.
+    """
+    from bitnet.kernels import native
+
+    if native.available():
+        native.set_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
