@@ -7,6 +7,10 @@ skips cleanly when its reference is not there.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -63,15 +67,34 @@ def test_upstream_llama_cpp_loads_bitnet_fixture(reference, fixture_model, fmt, 
         assert np.isfinite(logits).all() and logits.std() > 1e-3
 
 
+# One C++ reference per process (two ggml builds bind to each other), so the fork is checked in a child process.
+_FORK_CHILD = """
+import json, sys
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+from bitnet.crossval.cpp import find_reference
+from bitnet.crossval.ffi import CppSession
+from bitnet.formats.fixtures import tokenizer_path_for
+
+path, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
+hf = Tokenizer.from_file(str(tokenizer_path_for(path)))
+with CppSession(path, manifest=find_reference("bitnet"), n_ctx=64) as s:
+    assert s.n_vocab == 512 and s.bos_id == 509, (s.n_vocab, s.bos_id)
+    for text in texts:
+        assert s.tokenize(text, add_bos=True) == hf.encode(text).ids, text
+    logits = s.eval_all_logits(hf.encode(texts[0]).ids)
+    assert np.isfinite(logits).all() and logits.std() > 1e-3
+print("ok")
+"""
+
+
 def test_bitnet_cpp_loads_i2s_fixture(bitnet_reference, fixture_model):
     """Microsoft's fork (arch bitnet-b1.58, I2_S) must load our I2_S fixture and tokenize like tokenizer.json."""
-    from bitnet.crossval.ffi import CppSession
-
     path = fixture_model("tiny", "i2_s", "bitnet-b1.58")
-    hf = Tokenizer.from_file(str(tokenizer_path_for(path)))
-    with CppSession(path, manifest=bitnet_reference, n_ctx=64) as s:
-        assert s.n_vocab == 512 and s.bos_id == 509
-        for text in TEXTS:
-            assert s.tokenize(text, add_bos=True) == hf.encode(text).ids, text
-        logits = s.eval_all_logits(hf.encode(TEXTS[0]).ids)
-        assert np.isfinite(logits).all() and logits.std() > 1e-3
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_CHILD, str(path), json.dumps(TEXTS)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
