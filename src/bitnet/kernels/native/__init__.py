@@ -184,6 +184,15 @@ def _f16_impl() -> str:
 
 
 # ---------------------------------------------------------------------------------------------- quantization
+def _quantize_impl(profile: str, f64: bool) -> str:
+    """The quantizer variant `bn_quantize` runs: SIMD for float32 per-token (AVX2 / AVX-512) and for float64 input
+    (AVX-512 only), scalar otherwise."""
+    cur = _isa_now or isa()
+    if f64:
+        return cur if cur == "avx512vnni" else "scalar"
+    return cur if profile == "per-token" else "scalar"
+
+
 def quantize(x: np.ndarray, profile: str) -> QuantizedActivations:
     """Native activation quantizer, bit-identical to `bitnet.kernels.quant` for float32 and float64 input."""
     _need()
@@ -207,7 +216,7 @@ def quantize(x: np.ndarray, profile: str) -> QuantizedActivations:
     q = np.empty((t, k), dtype=np.int8)
     scales = np.empty((t, nb), dtype=np.float32)
     sums = np.empty((t, nb), dtype=np.int32)
-    impl = isa() if (profile == "per-token" and x.dtype == np.float32) else "scalar"
+    impl = _quantize_impl(profile, x.dtype == np.float64)
     _check(
         _mod.quantize(_PROFILE_CODE[profile], x, int(x.dtype == np.float64), t, k, q, scales, sums),
         "quantize",
@@ -291,7 +300,7 @@ def ternary_matmul(x: np.ndarray, w: QuantWeight, profile: str) -> np.ndarray:
         _mod.ternary_matmul(fmt, w.data, w.n_out, w.n_in, w_scale, _PROFILE_CODE[profile], x2, t, y), "matmul"
     )
     impl = isa()
-    REGISTRY.record(f"quantize_{profile.replace('-', '_')}_{impl if profile == 'per-token' else 'scalar'}")
+    REGISTRY.record(f"quantize_{profile.replace('-', '_')}_{_quantize_impl(profile, False)}")
     REGISTRY.record(f"{_FMT_SHORT[w.fmt]}_{'gemv' if t == 1 else 'gemm'}_{impl}")
     return y
 
@@ -436,6 +445,7 @@ def _register() -> None:
         reg(f"f16_gemm_lmhead_{f16}", "lm_head", None, "f16_gemv_lmhead_ref")
         reg(f"f16_gemv_lmhead_{f16}", "lm_head", lm_head if live else None, "f16_gemv_lmhead_ref")
     live = _lib is not None
+    reg("quantize_block256_avx512vnni", "quantize_block256", None, "quantize_block256_ref")  # float64 input
     reg(
         "quantize_block256_scalar",
         "quantize_block256",

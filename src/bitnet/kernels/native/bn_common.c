@@ -248,11 +248,15 @@ static void permute_row(const int8_t *src, int64_t K, int8_t *dst) {
 static void quantize_row(int profile, const void *x, int is_f64, int64_t K, int8_t *q, int permute, int8_t *tmp,
                          float *scale, int32_t *sum, float *d, int32_t *bsum) {
     int8_t *nat = permute ? tmp : q;
+    const bn_isa_ops *o = ops();
     if (profile == BN_PER_TOKEN) {
-        *scale = is_f64 ? quant_pt_row_f64(x, K, nat, sum) : ops()->quant_pt(x, K, nat, sum);
+        if (!is_f64)
+            *scale = o->quant_pt(x, K, nat, sum);
+        else
+            *scale = (o->quant_pt_f64 ? o->quant_pt_f64 : quant_pt_row_f64)(x, K, nat, sum);
         if (bsum) block_sums_256(nat, K, bsum);
     } else if (is_f64) {
-        quant_block256_row_f64(x, K, nat, d, bsum);
+        (o->quant_b256_f64 ? o->quant_b256_f64 : quant_block256_row_f64)(x, K, nat, d, bsum);
     } else {
         quant_block256_row(x, K, nat, d, bsum);
     }

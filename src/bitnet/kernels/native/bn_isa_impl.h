@@ -647,7 +647,89 @@ static uint64_t sum_u64_avx512(const uint64_t *u, int64_t n) {
     return s;
 }
 
+/* max |x[i]| over n doubles (a multiple of 8), NaN ignored like the scalar `if (a > mx)` loops: vmaxpd returns its
+ * second operand when either is NaN, and the running maximum never is one. */
+static inline double amax_f64_avx512(const double *x, int64_t n) {
+    __m512d m = _mm512_setzero_pd();
+    for (int64_t i = 0; i < n; i += 8) m = _mm512_max_pd(_mm512_abs_pd(_mm512_loadu_pd(x + i)), m);
+    return _mm512_reduce_max_pd(m);
+}
+
+/* 8 products x * s taken in double, rounded once to float32 (vcvtpd2ps, like the C cast), then to the nearest
+ * integer, half to even (exact for |v| < 2^22, which every quantizer input satisfies as in bn_round_even). */
+static inline __m256 scaled_f32_avx512(const double *x, __m512d s) {
+    return _mm256_roundscale_ps(_mm512_cvtpd_ps(_mm512_mul_pd(_mm512_loadu_pd(x), s)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/* quant_pt_row_f64 (bn_common.c), 8 doubles at a time; the same clamps, in the same order, on the same floats. */
+static float quant_pt_f64_avx512(const double *x, int64_t K, int8_t *q, int32_t *sum) {
+    const int64_t k8 = K & ~(int64_t)7;
+    double mx = k8 ? amax_f64_avx512(x, k8) : 0.0;
+    for (int64_t i = k8; i < K; i++) mx = fabs(x[i]) > mx ? fabs(x[i]) : mx;
+    mx = mx > 1e-5 ? mx : 1e-5;
+    const float s = (float)(127.0 / mx);
+    const __m512d vs = _mm512_set1_pd((double)s);
+    const __m256 hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-128.f);
+    __m256i vsum = _mm256_setzero_si256();
+    for (int64_t i = 0; i < k8; i += 8) {
+        const __m256 v = scaled_f32_avx512(x + i, vs);
+        __m256i iv = _mm256_cvtps_epi32(v); /* integral already; NaN -> INT_MIN like (int)NaN */
+        iv = _mm256_mask_blend_epi32(_mm256_cmp_ps_mask(v, lo, _CMP_LT_OQ), iv, _mm256_set1_epi32(-128));
+        iv = _mm256_mask_blend_epi32(_mm256_cmp_ps_mask(v, hi, _CMP_GT_OQ), iv, _mm256_set1_epi32(127));
+        vsum = _mm256_add_epi32(vsum, iv);
+        _mm_storel_epi64((__m128i *)(q + i), _mm256_cvtepi32_epi8(iv));
+    }
+    int32_t acc = 0;
+    int32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, vsum);
+    for (int j = 0; j < 8; j++) acc += lanes[j]; /* integer adds: order-independent */
+    for (int64_t i = k8; i < K; i++) {
+        float v = bn_round_even((float)(x[i] * (double)s));
+        int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
+        q[i] = (int8_t)iv;
+        acc += iv;
+    }
+    *sum = acc;
+    return s;
+}
+
+/* quant_block256_row_f64 (bn_common.c): the signed element of largest |x| (the first one on ties), iscale, and the
+ * same per-element operations 8 at a time. */
+static void quant_b256_f64_avx512(const double *x, int64_t K, int8_t *q, float *d, int32_t *bsum) {
+    for (int64_t b = 0; b < K / 256; b++) {
+        const double *xb = x + 256 * b;
+        int8_t *qb = q + 256 * b;
+        const double amax = amax_f64_avx512(xb, 256);
+        int64_t imax = 0;
+        if (amax > 0.0)
+            while (fabs(xb[imax]) != amax) imax++;
+        const float mx = (float)xb[imax];
+        if (mx == 0.f) {
+            d[b] = 0.f;
+            bsum[b] = 0;
+            memset(qb, 0, 256);
+            continue;
+        }
+        const float iscale = -127.f / mx;
+        const __m512d vs = _mm512_set1_pd((double)iscale);
+        __m256i vsum = _mm256_setzero_si256();
+        for (int j = 0; j < 256; j += 8) {
+            const __m256i iv = _mm256_min_epi32(_mm256_cvtps_epi32(scaled_f32_avx512(xb + j, vs)),
+                                                _mm256_set1_epi32(127));
+            vsum = _mm256_add_epi32(vsum, iv);
+            _mm_storel_epi64((__m128i *)(qb + j), _mm256_cvtepi32_epi8(iv));
+        }
+        int32_t lanes[8], acc = 0;
+        _mm256_storeu_si256((__m256i *)lanes, vsum);
+        for (int j = 0; j < 8; j++) acc += lanes[j];
+        d[b] = 1.f / iscale;
+        bsum[b] = acc;
+    }
+}
+
 const bn_isa_ops bn_ops_avx512 = {tile_avx512,    quant_pt_avx512, f16_rows_avx512, gemv_tq_avx512,
-                                  sum_u64_avx512, attn_f32_avx512, attn_f64_avx512, "avx512vnni"};
+                                  sum_u64_avx512, attn_f32_avx512, attn_f64_avx512, "avx512vnni",
+                                  quant_pt_f64_avx512, quant_b256_f64_avx512};
 
 #endif

@@ -57,6 +57,10 @@ typedef struct {
                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
                     int64_t ldo, int nth);
     const char *name;
+    /* Optional float64-input quantizers (the engine's default numerics), bit-identical to quant_pt_row_f64 /
+     * quant_block256_row_f64 in bn_common.c; NULL: use those. */
+    float (*quant_pt_f64)(const double *x, int64_t K, int8_t *q, int32_t *sum);
+    void (*quant_b256_f64)(const double *x, int64_t K, int8_t *q, float *d, int32_t *bsum);
 } bn_isa_ops;
 
 extern const bn_isa_ops bn_ops_scalar;
