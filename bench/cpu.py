@@ -152,12 +152,44 @@ def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics
 
 
 # ------------------------------------------------------------------------------------------------------ references
-def llama_bench_binary(flavor: str, override: Path | None = None) -> tuple[Path | None, list[str]]:
+def flags_near(binary: Path) -> list[str]:
+    """The cmake flags in the fetch-cpp manifest.json of the build tree holding `binary` (empty when none)."""
+    for d in binary.resolve().parents:
+        m = d / "manifest.json"
+        if m.is_file():
+            try:
+                return list(json.loads(m.read_text()).get("cmake_flags", []))
+            except (ValueError, OSError):
+                return []
+    return []
+
+
+def build_kind(flags: list[str]) -> str | None:
+    """'native' / 'portable' from the last GGML_NATIVE flag (cmake keeps the last -D of a name)."""
+    last = [f for f in flags if f.startswith("-DGGML_NATIVE=")]
+    if not last:
+        return None
+    return "native" if last[-1].split("=", 1)[1].upper() in ("ON", "1", "TRUE") else "portable"
+
+
+def reference_binaries(flavor: str, extra: list[Path] | None) -> list[tuple[Path, list[str]]]:
+    """The manifest's llama-bench (if built) plus every `extra` one, each with its build's cmake flags."""
+    found = []
+    p, flags = llama_bench_binary(flavor)
+    if p is not None:
+        found.append((p, flags))
+    for b in extra or []:
+        if b.exists():
+            found.append((b, flags_near(b)))
+        else:
+            log(f"no llama-bench at {b}")
+    return found
+
+
+def llama_bench_binary(flavor: str) -> tuple[Path | None, list[str]]:
     """The llama-bench of a reference build and its cmake flags (to tell a native build from a portable one)."""
     from bitnet.crossval.cpp import read_manifest
 
-    if override is not None:
-        return (override if override.exists() else None), []
     try:
         m = read_manifest(flavor)
     except Exception as exc:  # a broken manifest is reported, not fatal for our own figures
@@ -220,13 +252,13 @@ def table(results: dict[str, Any]) -> str:
         f"load avg at start {results['loadavg_start']}",
         "read bandwidth GB/s: " + ", ".join(f"{t} t: {v:.1f}" for t, v in bw.items()),
         "",
-        f"{'engine':<26}{'fmt':<7}{'thr':>4}{'pp tok/s':>10}{'tg tok/s':>10}{'roofline':>10}{'% roof':>8}",
+        f"{'engine':<36}{'fmt':<7}{'thr':>4}{'pp tok/s':>10}{'tg tok/s':>10}{'roofline':>10}{'% roof':>8}",
     ]
     for row in results["rows"]:
         pp, tg = med(row.get("pp_tok_s")), med(row.get("tg_tok_s"))
         roof = row.get("roofline_tok_s")
         lines.append(
-            f"{row['engine']:<26}{row['fmt']:<7}{row['threads']:>4}"
+            f"{row['engine']:<36}{row['fmt']:<7}{row['threads']:>4}"
             f"{(f'{pp:.1f}' if pp else '-'):>10}{(f'{tg:.2f}' if tg else '-'):>10}"
             f"{(f'{roof:.1f}' if roof else '-'):>10}{(f'{100 * tg / roof:.0f}%' if tg and roof else '-'):>8}"
             + (f"   {row['note']}" if row.get("note") else "")
@@ -247,9 +279,14 @@ def main() -> int:
     )
     ap.add_argument("--no-engine", action="store_true", help="only bandwidth, kernels and the references")
     ap.add_argument("--no-reference", action="store_true", help="skip llama-bench")
-    ap.add_argument("--llama-bench", type=Path, help="llama.cpp llama-bench to use instead of the manifest's")
     ap.add_argument(
-        "--bitnet-bench", type=Path, help="bitnet.cpp llama-bench to use instead of the manifest's"
+        "--llama-bench",
+        type=Path,
+        action="append",
+        help="another llama.cpp llama-bench to run besides the manifest's (repeatable), e.g. a GGML_NATIVE=ON build",
+    )
+    ap.add_argument(
+        "--bitnet-bench", type=Path, action="append", help="another bitnet.cpp llama-bench (repeatable)"
     )
     ap.add_argument("--json", type=Path, help="also write all figures here")
     args = ap.parse_args()
@@ -282,8 +319,8 @@ def main() -> int:
         path = fixture(fmt, arch_of[fmt], args.fixture_dir)
         bpt = weights_bytes_per_token(path)
         results.setdefault("bytes_per_token", {})[fmt] = bpt
-        override = args.bitnet_bench if fmt == "i2_s" else args.llama_bench
-        ref_bin, ref_flags = (None, []) if args.no_reference else llama_bench_binary(ref_of[fmt][0], override)
+        extra = args.bitnet_bench if fmt == "i2_s" else args.llama_bench
+        refs = [] if args.no_reference else reference_binaries(ref_of[fmt][0], extra)
         for t in threads:
             roof = results["bandwidth_gb_s"][t] * 1e9 / bpt["total"]
             if not args.no_engine:
@@ -307,17 +344,25 @@ def main() -> int:
                         "note": f"projected: body {k['body_ms']:.1f} ms + lm_head {k['lm_head_ms']:.1f} ms",
                     }
                 )
-            if ref_bin is not None:
+            for ref_bin, ref_flags in refs:
                 r = run_llama_bench(ref_bin, path, t, args.pp, args.tg, args.reps)
+                kind = build_kind(ref_flags)
                 r.update(
-                    engine=ref_of[fmt][1], fmt=fmt, threads=t, roofline_tok_s=roof, cmake_flags=ref_flags
+                    engine=ref_of[fmt][1] + (f" ({kind})" if kind else ""),
+                    fmt=fmt,
+                    threads=t,
+                    roofline_tok_s=roof,
+                    cmake_flags=ref_flags,
+                    binary=str(ref_bin),
                 )
-                if "-DGGML_NATIVE=OFF" in ref_flags:
-                    r["note"] = "portable build (GGML_NATIVE=OFF: AVX2, no AVX-512)"
+                if kind == "portable":
+                    r["note"] = "GGML_NATIVE=OFF: AVX2, no AVX-512"
+                elif kind == "native":
+                    r["note"] = "GGML_NATIVE=ON: -march=native (AVX-512)"
                 if "error" in r:
                     r["note"] = "failed: " + r["error"].splitlines()[-1][:80] if r["error"] else "failed"
                 results["rows"].append(r)
-            elif not args.no_reference:
+            if not refs and not args.no_reference:
                 results["rows"].append(
                     {
                         "engine": ref_of[fmt][1],

@@ -32,7 +32,11 @@ def _relu2(g: np.ndarray) -> np.ndarray:
 
 
 def _silu(g: np.ndarray) -> np.ndarray:
-    return g / (g.dtype.type(1) + np.exp(-g))
+    """g / (1 + exp(-g)), the same ufuncs in the same order, in one scratch buffer instead of three temporaries."""
+    e = np.negative(g)
+    np.exp(e, out=e)
+    e += g.dtype.type(1)
+    return np.divide(g, e, out=e)
 
 
 _ACTS = {"relu2": _relu2, "silu": _silu}
@@ -82,12 +86,16 @@ class Transformer:
         t = x.shape[0]
         n = ops.rmsnorm(x, w.attn_norm, c.rms_eps)
         tr.record("attn_norm", li, pos, n)
-        q, k, v = (y.astype(dt) for y in ops.qmatmul_shared(n, (w.wq, w.wk, w.wv), prof))
+        # q|k|v side by side: one dtype conversion, and one RoPE call rotates the query and key heads together
+        # (same angles per position, each head on its own, so the numbers are those of two separate calls)
+        qkv = np.concatenate(ops.qmatmul_shared(n, (w.wq, w.wk, w.wv), prof), axis=1).astype(dt, copy=False)
+        nq, nk = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        q, k, v = qkv[:, :nq], qkv[:, nq : nq + nk], qkv[:, nq + nk :]
         tr.record("q", li, pos, q)
         tr.record("k", li, pos, k)
         tr.record("v", li, pos, v)
-        q = ops.rope(q.reshape(t, c.n_heads, c.head_dim), pos, c.rope_theta)
-        k = ops.rope(k.reshape(t, c.n_kv_heads, c.head_dim), pos, c.rope_theta)
+        qk = ops.rope(qkv[:, : nq + nk].reshape(t, c.n_heads + c.n_kv_heads, c.head_dim), pos, c.rope_theta)
+        q, k = qk[:, : c.n_heads], qk[:, c.n_heads :]
         tr.record("q_rope", li, pos, q)
         tr.record("k_rope", li, pos, k)
         cache.write(li, int(pos[0]), k, v.reshape(t, c.n_kv_heads, c.head_dim))
