@@ -111,13 +111,14 @@ class Transformer:
         if w.attn_sub_norm is not None:
             a = ops.rmsnorm(a, w.attn_sub_norm, c.rms_eps)
             tr.record("attn_sub_norm", li, pos, a)
-        o = ops.qmatmul(a, w.wo, prof).astype(dt)
+        o = ops.qmatmul(a, w.wo, prof)  # float32; the mixed add widens it exactly, as astype(dt) would
         tr.record("attn_o", li, pos, o)
         h = x + o
         tr.record("ffn_inp", li, pos, h)
         m = ops.rmsnorm(h, w.ffn_norm, c.rms_eps)
         tr.record("ffn_norm", li, pos, m)
-        g, u = (y.astype(dt) for y in ops.qmatmul_shared(m, (w.w_gate, w.w_up), prof))
+        g, u = ops.qmatmul_shared(m, (w.w_gate, w.w_up), prof)
+        g = g.astype(dt, copy=False)  # the activation runs in dt; u is widened exactly by the product below
         tr.record("ffn_gate", li, pos, g)
         tr.record("ffn_up", li, pos, u)
         f = _ACTS[self.numerics.ffn_act](g) * u
@@ -125,7 +126,7 @@ class Transformer:
         if w.ffn_sub_norm is not None:
             f = ops.rmsnorm(f, w.ffn_sub_norm, c.rms_eps)
             tr.record("ffn_sub_norm", li, pos, f)
-        d = ops.qmatmul(f, w.w_down, prof).astype(dt)
+        d = ops.qmatmul(f, w.w_down, prof)
         tr.record("ffn_out", li, pos, d)
         out = h + d
         tr.record("layer_out", li, pos, out)
