@@ -83,6 +83,18 @@ class ModelConfig:
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
 
+    def shape_summary(self) -> dict[str, int]:
+        """The model's shape as engines report it in `describe()` (and receipts record)."""
+        return {
+            "hidden": self.hidden_size,
+            "layers": self.n_layers,
+            "heads": self.n_heads,
+            "kv_heads": self.n_kv_heads,
+            "ffn": self.ffn_size,
+            "vocab": self.vocab_size,
+            "context": self.context_length,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -192,15 +192,7 @@ class Engine:
             "kernels": self.ops.describe()["kernels"],
             "tokenizer": getattr(self.tokenizer, "source", None),
             "trace_dir": str(self.tracer.directory) if self.tracer.enabled else None,
-            "shape": {
-                "hidden": c.hidden_size,
-                "layers": c.n_layers,
-                "heads": c.n_heads,
-                "kv_heads": c.n_kv_heads,
-                "ffn": c.ffn_size,
-                "vocab": c.vocab_size,
-                "context": c.context_length,
-            },
+            "shape": c.shape_summary(),
         }
 
 
@@ -229,17 +221,9 @@ def load_model(
                                threads=threads, tokenizer_json=tokenizer_json)
     if backend != "cpu":
         raise UsageError(f"unknown backend {backend!r}; choose cpu or cuda")
-    from bitnet.formats.gguf_reader import open_gguf
-    from bitnet.model.config import ModelConfig
-    from bitnet.model.loader import load_weights
-    from bitnet.tokenizers import load_tokenizer
+    from bitnet.model.loader import open_model
 
-    gf = open_gguf(path)
-    config = ModelConfig.from_gguf(gf.metadata, gf.tensors.keys())
-    weights = load_weights(gf, config)
-    tokenizer = None
-    if tokenizer_json is not None or "tokenizer.ggml.tokens" in gf.metadata:
-        tokenizer = load_tokenizer(path, tokenizer_json=tokenizer_json, gguf=gf)
+    gf, config, weights, tokenizer = open_model(path, tokenizer_json)
     return Engine(
         config,
         weights,

@@ -508,15 +508,7 @@ class GpuEngine:
             "kernels": {k: k for k in sorted(self._graph_ids)} if self._graph_ids else {},
             "tokenizer": getattr(self.tokenizer, "source", None),
             "trace_dir": None,
-            "shape": {
-                "hidden": c.hidden_size,
-                "layers": c.n_layers,
-                "heads": c.n_heads,
-                "kv_heads": c.n_kv_heads,
-                "ffn": c.ffn_size,
-                "vocab": c.vocab_size,
-                "context": c.context_length,
-            },
+            "shape": c.shape_summary(),
         }
 
 
@@ -532,20 +524,12 @@ def load_gpu_engine(
     **_ignored: Any,
 ) -> GpuEngine:
     """`load_model(path, backend="cuda")`: the CPU loader's `ModelWeights`, re-packed and uploaded once."""
-    from bitnet.formats.gguf_reader import open_gguf
-    from bitnet.model.config import ModelConfig
-    from bitnet.model.loader import load_weights
-    from bitnet.tokenizers import load_tokenizer
+    from bitnet.model.loader import open_model
 
     if not ops.interpret_mode() and not ops.cuda_available():
         raise ReferenceUnavailable(
             "backend 'cuda' needs a CUDA GPU with PyTorch and Triton", hint="use --device cpu"
         )
-    gf = open_gguf(path)
-    config = ModelConfig.from_gguf(gf.metadata, gf.tensors.keys())
-    weights = load_weights(gf, config)
-    tokenizer = None
-    if tokenizer_json is not None or "tokenizer.ggml.tokens" in gf.metadata:
-        tokenizer = load_tokenizer(path, tokenizer_json=tokenizer_json, gguf=gf)
+    gf, config, weights, tokenizer = open_model(path, tokenizer_json)
     return GpuEngine(config, weights, tokenizer, profile=profile, ffn_act=ffn_act, kv_dtype=kv_dtype,
                      numerics=numerics, n_ctx=n_ctx, source=path, keepalive=gf)  # fmt: skip

@@ -6,6 +6,7 @@ heads) are dequantized to float32 once, since they are not what the engine's ter
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -127,3 +128,20 @@ def load_weights(gf: GGUFFile, config: Any) -> ModelWeights:
         output=output,
         output_type=(out_info or _tensor(gf, "token_embd.weight")).type_name,
     )
+
+
+def open_model(
+    path: str | os.PathLike[str], tokenizer_json: str | os.PathLike[str] | None = None
+) -> tuple[GGUFFile, Any, ModelWeights, Any]:
+    """Open a GGUF once and return (file, config, weights, tokenizer or None): what every engine backend needs."""
+    from bitnet.formats.gguf_reader import open_gguf
+    from bitnet.model.config import ModelConfig
+    from bitnet.tokenizers import load_tokenizer
+
+    gf = open_gguf(path)
+    config = ModelConfig.from_gguf(gf.metadata, gf.tensors.keys())
+    weights = load_weights(gf, config)
+    tokenizer = None
+    if tokenizer_json is not None or "tokenizer.ggml.tokens" in gf.metadata:
+        tokenizer = load_tokenizer(path, tokenizer_json=tokenizer_json, gguf=gf)
+    return gf, config, weights, tokenizer
