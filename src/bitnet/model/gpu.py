@@ -301,13 +301,7 @@ class GpuEngine:
         return self.model.length
 
     # -- device-side API -------------------------------------------------------------------------------------------
-    def _check_tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        if arr.size == 0:
-            raise InferenceError("no tokens to evaluate")
-        if arr.min() < 0 or arr.max() >= self.config.vocab_size:
-            raise InferenceError(f"token id outside the vocabulary [0, {self.config.vocab_size})")
-        return arr
+    _check_tokens = Engine._check_tokens
 
     def _reserve(self, n: int) -> int:
         if self.model.length + n > self.model.n_ctx:
