@@ -10,15 +10,15 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from _paths import GOLDEN_DIR
 from bitnet.crossval.cpp import find_reference
 from bitnet.errors import ReferenceUnavailable
 
 pytestmark = pytest.mark.cpp
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+GOLDEN = GOLDEN_DIR
 
 CHILD = textwrap.dedent("""
     import json, sys

@@ -19,6 +19,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
+from _paths import GOLDEN_DIR
+
 _SCALAR_FMT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 I2_S = 36
 
@@ -292,7 +294,7 @@ def nmse(a: np.ndarray, ref: np.ndarray) -> float:
 # generated fixtures (TQ2_0/TQ1_0 arch bitnet, I2_S, F32) in test_engine_fixtures.py.
 import pytest  # noqa: E402
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+GOLDEN = GOLDEN_DIR
 PROMPT = [510, 17, 256, 3, 99, 400, 42, 7, 128, 301, 5, 64, 200, 33, 450, 12]
 
 

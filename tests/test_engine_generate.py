@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from _paths import GOLDEN_DIR
 from bitnet.errors import InferenceError, UsageError
 from bitnet.model.sampling import GenerationConfig, apply_repeat_penalty, sample_token
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny/tiny-i2_s.gguf")
+GOLDEN = GOLDEN_DIR / "tiny-i2_s.gguf"
 needs_model = pytest.mark.skipif(not GOLDEN.is_file(), reason="golden model not present")
 
 

@@ -18,12 +18,12 @@ nothing about the mode).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+from _paths import GOLDEN_DIR
+
+GOLDEN = GOLDEN_DIR
 
 pytestmark = pytest.mark.skipif(not (GOLDEN / "tokens.npy").is_file(), reason="golden bitnet.cpp files not present")
 

@@ -9,7 +9,9 @@ import blake3
 import numpy as np
 import pytest
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny/tiny-i2_s.gguf")
+from _paths import GOLDEN_DIR
+
+GOLDEN = GOLDEN_DIR / "tiny-i2_s.gguf"
 pytestmark = pytest.mark.skipif(not GOLDEN.is_file(), reason="golden model not present")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from _paths import GOLDEN_DIR
 from bitnet.cli.app import run_cli
 from bitnet.cli.bitnet_cmd import cli as bitnet_cli
 from bitnet.cli.xtask import cli as xtask_cli
@@ -225,7 +226,7 @@ def test_ternarize_is_exact_on_ternary_and_absmean_otherwise():
     assert np.array_equal(c1, c2) and s1 == s2
 
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+GOLDEN = GOLDEN_DIR
 
 
 @pytest.mark.skipif(not GOLDEN.exists(), reason="golden bitnet.cpp files not present")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gguf
 import numpy as np
 import pytest
 
+from _paths import GOLDEN_DIR
 from bitnet.errors import FormatError
 from bitnet.formats.ggml_types import GGMLType, tensor_nbytes
 from bitnet.formats.gguf_reader import dequantize, open_gguf
@@ -15,7 +14,7 @@ from bitnet.formats.gguf_writer import TensorSpec, Typed, ValueType, float_tenso
 from bitnet.formats.ternary import absmean_ternarize
 from bitnet.model.config import ModelConfig
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+GOLDEN = GOLDEN_DIR
 needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason="golden bitnet.cpp files not present")
 
 

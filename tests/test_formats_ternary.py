@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from gguf import quants
@@ -11,11 +9,12 @@ from gguf.constants import GGMLQuantizationType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _paths import GOLDEN_DIR
 from bitnet.errors import FormatError
 from bitnet.formats import ternary
 from bitnet.formats.gguf_reader import dequantize, open_gguf
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny")
+GOLDEN = GOLDEN_DIR
 
 # ------------------------------------------------------------------------------------------ golden vectors
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from _paths import GOLDEN_DIR
 from bitnet.errors import FormatError, NotFoundError, UsageError
 from bitnet.tokenizers import load_tokenizer, render_bitnet_chat, tokenizer_from_gguf
 
-GOLDEN = Path("/work/shared/golden/bitnet-cpp-tiny/tiny-i2_s.gguf")
+GOLDEN = GOLDEN_DIR / "tiny-i2_s.gguf"
 
 
 @pytest.mark.skipif(not GOLDEN.is_file(), reason="golden model not present")
