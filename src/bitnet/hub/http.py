@@ -2,7 +2,7 @@
 
 huggingface_hub decides *where* a file lives (endpoint, URL template, token, user agent); we send the requests
 ourselves with httpx because the hub client neither resumes across runs, nor honours an HTTP-date Retry-After, nor
-retries 5xx on the file GET (see /work/shared/reference/ecosystem.md §1). Errors are classified from the status
+retries 5xx on the file GET (see the project notes on huggingface_hub, shared/reference/ecosystem.md §1). Errors are classified from the status
 and the Hub's `X-Error-Code` header into the typed exceptions of `bitnet.errors`, never from message text.
 """
 
