@@ -20,7 +20,7 @@ import numpy as np
 
 from bitnet.errors import FormatError
 from bitnet.formats.ggml_types import GGMLType, as_type, tensor_nbytes
-from bitnet.formats.gguf_reader import ARRAY, DEFAULT_ALIGNMENT, STRING
+from bitnet.formats.gguf_reader import _NUMPY_OF, _SCALARS, ARRAY, DEFAULT_ALIGNMENT, STRING
 from bitnet.fsutil import atomic_open
 
 Chunk = np.ndarray | bytes | bytearray | memoryview
@@ -35,20 +35,9 @@ class ValueType:
     )
 
 
-_FMT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NP = {
-    0: "<u1",
-    1: "<i1",
-    2: "<u2",
-    3: "<i2",
-    4: "<u4",
-    5: "<i4",
-    6: "<f4",
-    7: "<u1",
-    10: "<u8",
-    11: "<i8",
-    12: "<f8",
-}
+# the reader's tables are the one definition of GGUF value types
+_FMT = {vtype: fmt for vtype, (_, fmt) in _SCALARS.items()}
+_NP = _NUMPY_OF
 
 
 @dataclass(frozen=True)
