@@ -13,7 +13,7 @@ import sys
 from setuptools import Extension, setup
 
 _NATIVE = "src/bitnet/kernels/native/"
-_SOURCES = ["bn_module.c", "bn_common.c", "bn_isa_scalar.c", "bn_isa_avx2.c", "bn_isa_avx512.c"]
+_SOURCES = ["bn_module.c", "bn_common.c", "bn_forward.c", "bn_isa_scalar.c", "bn_isa_avx2.c", "bn_isa_avx512.c"]
 _CFLAGS = ["-O3", "-std=gnu11", "-ffp-contract=off", "-fno-math-errno"]
 _LDFLAGS: list[str] = []
 if sys.platform != "win32":

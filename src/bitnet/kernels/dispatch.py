@@ -17,6 +17,11 @@ then shows which kernels really ran.
 | `rmsnorm`            |                 | `fn(x[T,K], weight f32[K], eps) -> x`                            | rmsnorm_ref         |
 | `rope_neox`          |                 | `fn(x[T,H,D], positions int[T], theta) -> x`                     | rope_neox_ref       |
 | `attention`          |                 | `fn(q[T,H,D], k[S,Hkv,D], v[S,Hkv,D], start_pos, *, round_p_f16, scores_out) -> [T,H,D]` | attention_ref |
+| `decoder_blocks`     |                 | `fn(config, weights, numerics) -> (blocks | None, reason)`; `blocks(x, start, cache) -> x` | the op-by-op path |
+
+`decoder_blocks` is optional and fused: a factory that, when it can run the model in its numerics, returns one callable
+for all transformer blocks of a forward (`bitnet.kernels.native.blocks`); otherwise the forward runs the ops above one
+by one. It has no reference kernel of its own: it must equal the op-by-op path.
 
 Arrays are numpy; activations arrive in the engine's activation dtype (float64 in the default numerics, float32 in
 `bitnet-cpp` numerics) and the result must come back in that dtype, except matmul outputs, which are float32.
@@ -46,7 +51,10 @@ from bitnet.kernels.registry import REGISTRY, Kernel
 from bitnet.kernels.weights import TERNARY_FORMATS, QuantWeight
 
 FLOAT_OPS = ("matmul_float", "lm_head", "embedding", "rmsnorm", "rope_neox", "attention")
-PROVIDERS: dict[str, tuple[str, ...]] = {"cpu": ("bitnet.kernels.native",), "cuda": ("bitnet.kernels.gpu",)}
+PROVIDERS: dict[str, tuple[str, ...]] = {
+    "cpu": ("bitnet.kernels.native", "bitnet.kernels.native.blocks"),
+    "cuda": ("bitnet.kernels.gpu",),
+}
 BACKENDS = ("cpu", "cuda")
 _imported: set[str] = set()
 
@@ -156,6 +164,16 @@ class OpTable:
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start_pos: int, **kw: Any) -> np.ndarray:
         return self._fns["attention"](q, k, v, start_pos, **kw)
+
+    def decoder_blocks(self, config: Any, weights: Any, numerics: Any) -> tuple[Any | None, str | None]:
+        """(the fused all-blocks kernel for this model, None), or (None, why the op-by-op path runs instead)."""
+        found = [k for k in REGISTRY.kernels(op="decoder_blocks", backend=self.backend) if k.fn is not None]
+        if not found:
+            return None, f"no fused blocks kernel for backend {self.backend!r}"
+        blocks, reason = found[-1].fn(config, weights, numerics)
+        if blocks is not None:
+            self.chosen["decoder_blocks"] = found[-1].id
+        return blocks, reason
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "kernels": dict(sorted(self.chosen.items()))}

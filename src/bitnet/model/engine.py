@@ -190,6 +190,7 @@ class Engine:
             "weight_formats": self.weights.formats(),
             "output_type": self.weights.output_type,
             "kernels": self.ops.describe()["kernels"],
+            "blocks": "fused" if self.model.blocks is not None else f"op-by-op ({self.model.blocks_reason})",
             "tokenizer": getattr(self.tokenizer, "source", None),
             "trace_dir": str(self.tracer.directory) if self.tracer.enabled else None,
             "shape": c.shape_summary(),

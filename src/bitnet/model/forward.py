@@ -11,6 +11,10 @@ Per block (bitnet.cpp `build_bitnet_158`, llama.cpp `build_bitnet`, HF `BitNetDe
 
 Arch `bitnet`'s per-tensor `.scale` tensors are applied right after their matmul (`QuantWeight.out_scale`).
 Residual adds and the activation run in the activation dtype (`Numerics.act_dtype`).
+
+When the kernel table offers fused blocks for the model (`OpTable.decoder_blocks`: native C, default numerics), the
+blocks run in one call that performs exactly these steps; `_block` below is the readable definition and the path
+for tracing and every other numerics.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class Transformer:
         self.numerics = numerics
         self.tracer = tracer
         self.dtype = numerics.act_dtype
+        # all blocks in one native call when a fused kernel can run this model; `blocks_reason` says why not
+        self.blocks, self.blocks_reason = ops.decoder_blocks(config, weights, numerics)
 
     def new_cache(self) -> KVCache:
         c = self.config
@@ -66,8 +72,11 @@ class Transformer:
         tr = self.tracer
         x = self.ops.embedding(self.weights.token_embd, tokens, self.dtype)
         tr.record("embeddings", -1, pos, x)
-        for li, layer in enumerate(self.weights.layers):
-            x = self._block(li, layer, x, pos, cache)
+        if self.blocks is not None and not tr.enabled:  # tracing needs the intermediate stages: op by op
+            x = self.blocks(x, start, cache)
+        else:
+            for li, layer in enumerate(self.weights.layers):
+                x = self._block(li, layer, x, pos, cache)
         cache.commit(t)
         if not all_logits:
             x, pos = x[-1:], pos[-1:]

@@ -25,17 +25,18 @@ class KVCache:
         self.n_layers, self.n_kv_heads, self.head_dim, self.n_ctx = n_layers, n_kv_heads, head_dim, n_ctx
         self.length = 0
         self._cap = 0
-        self._k: list[np.ndarray] = []
-        self._v: list[np.ndarray] = []
+        self._k = np.zeros((0,), self.dtype)
+        self._v = np.zeros((0,), self.dtype)
         self._grow(min(n_ctx, 64))
 
     def _grow(self, cap: int) -> None:
-        shape = (cap, self.n_kv_heads, self.head_dim)
-        new_k = [np.zeros(shape, self.dtype) for _ in range(self.n_layers)]
-        new_v = [np.zeros(shape, self.dtype) for _ in range(self.n_layers)]
-        for i in range(len(self._k)):
-            new_k[i][: self.length] = self._k[i][: self.length]
-            new_v[i][: self.length] = self._v[i][: self.length]
+        # one [layers, positions, kv_heads, head_dim] array per K and V: the fused native blocks address every layer
+        # from one pointer
+        shape = (self.n_layers, cap, self.n_kv_heads, self.head_dim)
+        new_k, new_v = np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+        if self._cap:
+            new_k[:, : self.length] = self._k[:, : self.length]
+            new_v[:, : self.length] = self._v[:, : self.length]
         self._k, self._v, self._cap = new_k, new_v, cap
 
     def reserve(self, n_new: int) -> int:
@@ -58,7 +59,12 @@ class KVCache:
 
     def view(self, layer: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values of positions 0..end-1 (views, no copy)."""
-        return self._k[layer][:end], self._v[layer][:end]
+        return self._k[layer, :end], self._v[layer, :end]
+
+    @property
+    def storage(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole K and V arrays [layers, capacity, kv_heads, head_dim] (capacity >= length after `reserve`)."""
+        return self._k, self._v
 
     def commit(self, n_new: int) -> None:
         """Mark `n_new` positions as filled, after every layer wrote them."""
@@ -69,4 +75,4 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._k) + sum(a.nbytes for a in self._v)
+        return self._k.nbytes + self._v.nbytes

@@ -65,6 +65,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bn_rope_neox": (None, [_P, _I64, _I64, _I64, _I64, _P, _F32]),
     "bn_attention": (_INT, [_P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _F32, _P, _I64]),
     "bn_read_bandwidth": (ctypes.c_double, [_P, _I64, _INT, _INT, _P]),
+    "bn_forward_blocks": (_INT, [_P, _P, _I64, _I64, _P, _P, _I64, _P]),
     "bn_rmsnorm_f64": (None, [_P, _P, _I64, _I64, ctypes.c_double, _P]),
     "bn_rope_neox_f64": (None, [_P, _I64, _I64, _I64, _I64, _P, ctypes.c_double]),
     "bn_attention_f64": (

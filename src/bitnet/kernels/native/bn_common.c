@@ -25,8 +25,6 @@ static double omp_get_wtime(void) {
 
 #include "bn_kernels.h"
 
-enum { BN_PER_TOKEN = 0, BN_BLOCK256 = 1 };
-enum { BN_OK = 0, BN_EBADSHAPE = -1, BN_ENOMEM = -2, BN_EBADARG = -3 };
 
 static int g_best_isa = -1;
 static int g_isa = -1;
@@ -44,7 +42,7 @@ static int detect_isa(void) {
     return BN_ISA_SCALAR;
 }
 
-static const bn_isa_ops *ops(void) {
+const bn_isa_ops *bn_ops(void) {
     if (g_isa < 0) g_isa = g_best_isa = detect_isa();
 #if defined(__x86_64__) || defined(__i386__)
     if (g_isa == BN_ISA_AVX512) return &bn_ops_avx512;
@@ -68,11 +66,11 @@ int bn_set_isa(int isa) {
 }
 
 int bn_get_isa(void) {
-    ops();
+    bn_ops();
     return g_isa;
 }
 
-const char *bn_isa_name(void) { return ops()->name; }
+const char *bn_isa_name(void) { return bn_ops()->name; }
 
 void bn_set_threads(int n) { g_threads = n; }
 
@@ -248,7 +246,7 @@ static void permute_row(const int8_t *src, int64_t K, int8_t *dst) {
 static void quantize_row(int profile, const void *x, int is_f64, int64_t K, int8_t *q, int permute, int8_t *tmp,
                          float *scale, int32_t *sum, float *d, int32_t *bsum) {
     int8_t *nat = permute ? tmp : q;
-    const bn_isa_ops *o = ops();
+    const bn_isa_ops *o = bn_ops();
     if (profile == BN_PER_TOKEN) {
         if (!is_f64)
             *scale = o->quant_pt(x, K, nat, sum);
@@ -294,7 +292,7 @@ static int64_t row_bytes(int fmt, int64_t K) {
     }
 }
 
-static int check_shape(int fmt, int profile, int64_t M, int64_t K) {
+int bn_check_shape(int fmt, int profile, int64_t M, int64_t K) {
     if (M <= 0 || K <= 0) return BN_EBADSHAPE;
     if (fmt < BN_I2S || fmt > BN_TQ1 || (profile != BN_PER_TOKEN && profile != BN_BLOCK256)) return BN_EBADARG;
     if (fmt == BN_I2S ? (K % 128 != 0) : (K % 256 != 0)) return BN_EBADSHAPE;
@@ -335,17 +333,8 @@ static float epilogue(int fmt, int profile, const int32_t *s, int64_t nb, const 
     return acc;
 }
 
-typedef struct {
-    int8_t *q;      /* [N, K] kernel layout */
-    float *scale;   /* per-token: [N] */
-    int32_t *sum;   /* per-token: [N] */
-    float *d;       /* block256: [N, nb] */
-    int32_t *bsum;  /* [N, nb] */
-    int8_t *tmp;    /* per-thread natural-order scratch rows [nth, K] */
-    void *mem;
-} act_buf;
 
-static int act_alloc(act_buf *a, int64_t N, int64_t K, int nth) {
+int bn_act_alloc(bn_act_buf *a, int64_t N, int64_t K, int nth) {
     const int64_t nb = K / 256;
     size_t qbytes = ((size_t)(N * K) + 63) & ~(size_t)63;
     size_t total = qbytes + (size_t)N * (sizeof(float) + sizeof(int32_t)) +
@@ -367,30 +356,27 @@ static int act_alloc(act_buf *a, int64_t N, int64_t K, int nth) {
     return BN_OK;
 }
 
-static void quantize_acts(act_buf *a, int profile, const float *x, int64_t N, int64_t K, int64_t ldx, int nth) {
+/* Quantize N rows of x (float32, or float64 when is_f64; row stride ldx elements) into kernel layout. */
+void bn_quantize_acts(bn_act_buf *a, int profile, const void *x, int is_f64, int64_t N, int64_t K, int64_t ldx,
+                      int nth) {
     const int64_t nb = K / 256;
-    if (N == 1 || nth <= 1) {
-        for (int64_t n = 0; n < N; n++)
-            quantize_row(profile, x + n * ldx, 0, K, a->q + n * K, 1, a->tmp, a->scale + n, a->sum + n,
-                         a->d + n * nb, a->bsum + n * nb);
-        return;
-    }
-#pragma omp parallel num_threads(nth)
+    const size_t esz = is_f64 ? sizeof(double) : sizeof(float);
+#pragma omp parallel num_threads(nth) if (N > 1 && nth > 1)
     {
         int8_t *tmp = a->tmp + (size_t)K * (size_t)omp_get_thread_num();
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++)
-            quantize_row(profile, x + n * ldx, 0, K, a->q + n * K, 1, tmp, a->scale + n, a->sum + n, a->d + n * nb,
-                         a->bsum + n * nb);
+            quantize_row(profile, (const char *)x + (size_t)(n * ldx) * esz, is_f64, K, a->q + n * K, 1, tmp,
+                         a->scale + n, a->sum + n, a->d + n * nb, a->bsum + n * nb);
     }
 }
 
 /* Runs the tiles for rows [tile0*4, tile1*4) and all N tokens; either writes float outputs (y != NULL) or raw block
  * sums (raw != NULL, [N, M, nbt]). */
-static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t K, float w_scale, const act_buf *a,
+static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t K, float w_scale, const bn_act_buf *a,
                       int64_t N, float *y, int64_t ldy, int32_t *raw, int64_t tile0, int64_t tile1, int32_t *buf,
                       float *dw) {
-    const bn_isa_ops *o = ops();
+    const bn_isa_ops *o = bn_ops();
     const int64_t nb = K / 256, rb = row_bytes(fmt, K);
     const int nbt = (int)(nb + (K % 256 ? 1 : 0));
     const int whole_row = !raw && fmt == BN_I2S && profile == BN_PER_TOKEN;
@@ -430,15 +416,73 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
     }
 }
 
+/* Several weights applied to the same quantized activations (q/k/v, gate/up) in one parallel region: threads take
+ * chunks of 4-row tiles of all the weights from a shared counter instead of fixed halves, so on a shared machine a
+ * thread that loses its core for a while holds the call up by one chunk, not by half the work, and the small k/v
+ * matrices do not each pay a fork/join. Every job must have n_in == K. */
+int bn_multi_matmul(int profile, const bn_mm_job *jobs, int njobs, const bn_act_buf *a, int64_t N, int64_t K,
+                    int nth) {
+    int64_t total = 0, work = 0;
+    for (int j = 0; j < njobs; j++) {
+        int rc = bn_check_shape(jobs[j].fmt, profile, jobs[j].M, K);
+        if (rc) return rc;
+        total += (jobs[j].M + 3) / 4;
+        work += jobs[j].M * K * N;
+    }
+    const int nbt = (int)(K / 256 + (K % 256 ? 1 : 0));
+    const size_t bufsz = sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1);
+    const int par = nth > 1 && work >= (1 << 16);
+    const int64_t chunk = par && total / (8 * nth) > 4 ? total / (8 * nth) : (par ? 4 : total);
+    int64_t nchunks = 0;
+    for (int j = 0; j < njobs; j++) nchunks += ((jobs[j].M + 3) / 4 + chunk - 1) / chunk;
+    int32_t *cj = malloc(sizeof(int32_t) * (size_t)(nchunks + 1));
+    int64_t *c0s = malloc(sizeof(int64_t) * (size_t)(nchunks + 1));
+    if (!cj || !c0s) {
+        free(cj);
+        free(c0s);
+        return BN_ENOMEM;
+    }
+    for (int j = 0, c = 0; j < njobs; j++)
+        for (int64_t t0 = 0; t0 < (jobs[j].M + 3) / 4; t0 += chunk, c++) {
+            cj[c] = j;
+            c0s[c] = t0;
+        }
+    int64_t next = 0;
+    int failed = 0;
+#pragma omp parallel num_threads(nth) if (par)
+    {
+        int32_t *buf = malloc(bufsz);
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            for (;;) {
+                int64_t c;
+#pragma omp atomic capture
+                c = next++;
+                if (c >= nchunks) break;
+                const bn_mm_job *jb = &jobs[cj[c]];
+                const int64_t nt = (jb->M + 3) / 4, c1 = c0s[c] + chunk < nt ? c0s[c] + chunk : nt;
+                run_tiles(jb->fmt, profile, jb->w, jb->M, K, jb->w_scale, a, N, jb->y, jb->ldy, jb->raw, c0s[c], c1,
+                          buf, (float *)(buf + 16 * nbt));
+            }
+            free(buf);
+        }
+    }
+    free(cj);
+    free(c0s);
+    return failed ? BN_ENOMEM : BN_OK;
+}
+
 static int matmul_impl(int fmt, int profile, const uint8_t *w, int64_t M, int64_t K, float w_scale, const float *x,
                        const int8_t *q_natural, const float *q_scales, const int32_t *q_sums, int64_t N,
                        int64_t ldx, float *y, int64_t ldy, int32_t *raw) {
-    int rc = check_shape(fmt, profile, M, K);
+    int rc = bn_check_shape(fmt, profile, M, K);
     if (rc) return rc;
     if (N <= 0) return N == 0 ? BN_OK : BN_EBADSHAPE;
     const int nth = bn_get_threads();
-    act_buf a;
-    if ((rc = act_alloc(&a, N, K, nth > 0 ? nth : 1))) return rc;
+    bn_act_buf a;
+    if ((rc = bn_act_alloc(&a, N, K, nth > 0 ? nth : 1))) return rc;
     if (q_natural) {
         const int64_t nb = K / 256;
         for (int64_t n = 0; n < N; n++) {
@@ -453,47 +497,12 @@ static int matmul_impl(int fmt, int profile, const uint8_t *w, int64_t M, int64_
             }
         }
     } else {
-        quantize_acts(&a, profile, x, N, K, ldx, nth);
+        bn_quantize_acts(&a, profile, x, 0, N, K, ldx, nth);
     }
-    const int64_t ntiles = (M + 3) / 4;
-    const int nbt = (int)(K / 256 + (K % 256 ? 1 : 0));
-    const int par = nth > 1 && (M * K * N) >= (1 << 16);
-    int failed = 0;
-    if (!par) { /* no parallel region at all: a single-threaded call pays no OpenMP fork/join */
-        int32_t *buf = malloc(sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1));
-        const int ok = buf != NULL;
-        if (ok) run_tiles(fmt, profile, w, M, K, w_scale, &a, N, y, ldy, raw, 0, ntiles, buf, (float *)(buf + 16 * nbt));
-        free(buf);
-        free(a.mem);
-        return ok ? BN_OK : BN_ENOMEM;
-    }
-    /* Threads take chunks of row tiles from a shared counter instead of fixed halves: on a shared machine a
-     * thread that loses its core for a while then holds up the call by one chunk, not by half the matrix. */
-    const int64_t chunk = ntiles / (8 * nth) > 4 ? ntiles / (8 * nth) : 4;
-    int64_t next = 0;
-#pragma omp parallel num_threads(nth)
-    {
-        int32_t *buf = malloc(sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1));
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        } else {
-            for (;;) {
-                int64_t c0;
-#pragma omp atomic capture
-                {
-                    c0 = next;
-                    next += chunk;
-                }
-                if (c0 >= ntiles) break;
-                const int64_t c1 = c0 + chunk < ntiles ? c0 + chunk : ntiles;
-                run_tiles(fmt, profile, w, M, K, w_scale, &a, N, y, ldy, raw, c0, c1, buf, (float *)(buf + 16 * nbt));
-            }
-            free(buf);
-        }
-    }
+    const bn_mm_job job = {fmt, w, M, w_scale, y, ldy, raw};
+    rc = bn_multi_matmul(profile, &job, 1, &a, N, K, nth);
     free(a.mem);
-    return failed ? BN_ENOMEM : BN_OK;
+    return rc;
 }
 
 /* y[n, m] = sum_k W[m, k] * x[n, k] with the activations quantized in-kernel (profile 0 per-token, 1 block256). */
@@ -521,7 +530,7 @@ int bn_ternary_block_sums(int fmt, const uint8_t *w, int64_t M, int64_t K, const
 int bn_f16_matmul(const uint16_t *w, int64_t M, int64_t K, const float *x, int64_t N, int64_t ldx, float *y,
                   int64_t ldy) {
     if (M <= 0 || K <= 0 || N < 0) return BN_EBADSHAPE;
-    const bn_isa_ops *o = ops();
+    const bn_isa_ops *o = bn_ops();
     const int nth = bn_get_threads();
     const int64_t RB = 16; /* a few rows at a time so a multi-token call reuses them from L1 */
     const int64_t chunk = M / (16 * nth) > RB ? (M / (16 * nth) + RB - 1) / RB * RB : RB;
@@ -597,14 +606,14 @@ void bn_rope_neox(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, in
 int bn_attention(const float *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv, int64_t n_past,
                  int64_t n_heads, int64_t n_kv, int64_t head_dim, float scale, float *out, int64_t ldo) {
     if (n_kv <= 0 || n_heads % n_kv) return BN_EBADSHAPE;
-    return ops()->attn_f32(q, T, ldq, k, v, ldkv, n_past, n_heads, n_kv, head_dim, scale, out, ldo, bn_get_threads());
+    return bn_ops()->attn_f32(q, T, ldq, k, v, ldkv, n_past, n_heads, n_kv, head_dim, scale, out, ldo, bn_get_threads());
 }
 
 int bn_attention_f64(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
                      int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
                      int64_t ldo) {
     if (n_kv <= 0 || n_heads % n_kv) return BN_EBADSHAPE;
-    return ops()->attn_f64(q, T, ldq, k, v, ldkv, n_past, n_heads, n_kv, head_dim, scale, out, ldo, bn_get_threads());
+    return bn_ops()->attn_f64(q, T, ldq, k, v, ldkv, n_past, n_heads, n_kv, head_dim, scale, out, ldo, bn_get_threads());
 }
 
 /* Memory read-bandwidth probe: best GB/s (1e9 B/s) over `passes` parallel sums of buf[0..n). */
@@ -615,7 +624,7 @@ double bn_read_bandwidth(const uint8_t *buf, int64_t n, int passes, int nth, uin
     uint64_t total = 0;
     for (int it = 0; it < passes; it++) {
         uint64_t s = 0;
-        const bn_isa_ops *o = ops();
+        const bn_isa_ops *o = bn_ops();
         double t0 = omp_get_wtime();
 #pragma omp parallel num_threads(nth) reduction(+ : s)
         {

@@ -75,6 +75,45 @@ static inline float bn_round_even(float v) {
     return (v + 12582912.f) - 12582912.f; /* not folded: no -fassociative-math */
 }
 
+enum { BN_PER_TOKEN = 0, BN_BLOCK256 = 1 };
+enum { BN_OK = 0, BN_EBADSHAPE = -1, BN_ENOMEM = -2, BN_EBADARG = -3 };
+
+/* ---- internals shared by bn_common.c (the matmul driver) and bn_forward.c (the fused blocks) ---- */
+
+/* Quantized activations of N rows of K, in kernel layout, with what every epilogue needs. */
+typedef struct {
+    int8_t *q;      /* [N, K] kernel layout */
+    float *scale;   /* per-token: [N] */
+    int32_t *sum;   /* per-token: [N] */
+    float *d;       /* block256: [N, nb] */
+    int32_t *bsum;  /* [N, nb] */
+    int8_t *tmp;    /* per-thread natural-order scratch rows [nth, K] */
+    void *mem;      /* the one allocation behind all of the above: free(mem) */
+} bn_act_buf;
+
+/* One weight of a bn_multi_matmul call: y[n * ldy + m] = W[m, :] . x[n, :] (raw != NULL: integer block sums). */
+typedef struct {
+    int fmt;
+    const uint8_t *w;
+    int64_t M;
+    float w_scale;
+    float *y;
+    int64_t ldy;
+    int32_t *raw;
+} bn_mm_job;
+
+const bn_isa_ops *bn_ops(void);
+int bn_get_threads(void);
+int bn_check_shape(int fmt, int profile, int64_t M, int64_t K);
+int bn_act_alloc(bn_act_buf *a, int64_t N, int64_t K, int nth);
+void bn_quantize_acts(bn_act_buf *a, int profile, const void *x, int is_f64, int64_t N, int64_t K, int64_t ldx,
+                      int nth);
+int bn_multi_matmul(int profile, const bn_mm_job *jobs, int njobs, const bn_act_buf *a, int64_t N, int64_t K,
+                    int nth);
+void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, double eps, double *y);
+void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t *pos,
+                      double base);
+
 /* helpers shared by all ISA files (defined in bn_common.c) */
 void bn_tq1_decode_block(const uint8_t *blk, uint8_t codes_perm[256]);
 int bn_perm256(int e);
