@@ -109,7 +109,10 @@ def kernel_projection(engine: Any, threads: int, reps: int) -> dict[str, float]:
     return {"body_ms": b * 1e3, "lm_head_ms": h * 1e3, "calls": len(ws), "projected_tok_s": 1.0 / (b + h)}
 
 
-def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics: str) -> dict[str, Any]:
+def engine_bench(
+    path: Path, threads: int, pp: int, tg: int, reps: int, numerics: str, fused: bool = True
+) -> dict[str, Any]:
+    """pp/tg of our engine; `fused=False` runs the op-by-op forward (BITNET_FUSED_BLOCKS=0) for comparison."""
     from bitnet.model import load_model
 
     native.set_threads(threads)
@@ -118,6 +121,8 @@ def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics
     t0 = time.perf_counter()
     engine = load_model(path, threads=threads, numerics=numerics)
     load_s = time.perf_counter() - t0
+    if not fused:
+        engine.model.blocks, engine.model.blocks_reason = None, "op-by-op requested (--op-by-op)"
     mem = proc.memory_full_info()
     # resident memory that is not the file mapping: anonymous memory (uss minus file-backed shared pages is not
     # portable, so count RSS growth minus the mapped file's resident pages)
@@ -145,10 +150,46 @@ def engine_bench(path: Path, threads: int, pp: int, tg: int, reps: int, numerics
     # what a decode step costs beyond the matmul kernels (norms, RoPE, attention, numpy glue, Python), per layer
     step_ms = 1e3 * min(tg_t) / tg
     kern_ms = res["kernels"]["body_ms"] + res["kernels"]["lm_head_ms"]
-    res["non_matmul_ms_per_layer"] = (step_ms - kern_ms) / engine.config.n_layers
+    res["non_matmul_us_per_layer"] = 1e3 * (step_ms - kern_ms) / engine.config.n_layers
+    res["python_us_per_token"] = python_glue_us(engine, int(prompt[0]), tg)
     res["describe"] = {k: v for k, v in engine.describe().items() if isinstance(v, (str, int, float, bool))}
     del engine
     return res
+
+
+def python_glue_us(engine: Any, token: int, steps: int) -> float:
+    """Microseconds per decode step spent outside native code: the step's wall time minus the time inside the
+    fused blocks call and the native lm_head / output norm calls (timed around each call), best of `steps`. What
+remains is Python, ctypes and the numpy embedding lookup."""
+    inside = [0.0]
+
+    def timed(fn: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                inside[0] += time.perf_counter() - t0
+
+        return wrapper
+
+    model, ops = engine.model, engine.ops
+    saved_blocks, saved_fns = model.blocks, dict(ops._fns)
+    if model.blocks is not None:
+        model.blocks = timed(model.blocks)
+    for name in ("lm_head", "rmsnorm"):
+        ops._fns[name] = timed(ops._fns[name])
+    best = float("inf")
+    try:
+        engine.reset()
+        for _ in range(steps):
+            inside[0] = 0.0
+            t0 = time.perf_counter()
+            engine.decode_step(token)
+            best = min(best, time.perf_counter() - t0 - inside[0])
+    finally:
+        model.blocks, ops._fns = saved_blocks, saved_fns
+    return best * 1e6
 
 
 # ------------------------------------------------------------------------------------------------------ references
@@ -280,6 +321,9 @@ def main() -> int:
     ap.add_argument("--no-engine", action="store_true", help="only bandwidth, kernels and the references")
     ap.add_argument("--no-reference", action="store_true", help="skip llama-bench")
     ap.add_argument(
+        "--op-by-op", action="store_true", help="also time our engine without the fused blocks (one row more)"
+    )
+    ap.add_argument(
         "--llama-bench",
         type=Path,
         action="append",
@@ -324,14 +368,17 @@ def main() -> int:
         for t in threads:
             roof = results["bandwidth_gb_s"][t] * 1e9 / bpt["total"]
             if not args.no_engine:
-                log(f"our engine, {fmt}, {t} thread(s)")
-                r = engine_bench(path, t, args.pp, args.tg, args.reps, args.numerics)
-                r.update(engine="bitnet-py", fmt=fmt, threads=t, roofline_tok_s=roof)
-                r["note"] = (
-                    f"load {r['load_s']:.2f} s, +{r['rss_beyond_map_mib']:.0f} MiB beyond the map, "
-                    f"non-matmul {r['non_matmul_ms_per_layer']:.2f} ms/layer/token"
-                )
-                results["rows"].append(r)
+                for fused in (True, False) if args.op_by_op else (True,):
+                    log(f"our engine, {fmt}, {t} thread(s){'' if fused else ', op by op'}")
+                    r = engine_bench(path, t, args.pp, args.tg, args.reps, args.numerics, fused)
+                    r.update(engine="bitnet-py" + ("" if fused else " (op by op)"), fmt=fmt, threads=t,
+                             roofline_tok_s=roof)
+                    r["note"] = (
+                        f"load {r['load_s']:.2f} s, +{r['rss_beyond_map_mib']:.0f} MiB beyond the map, "
+                        f"non-matmul {r['non_matmul_us_per_layer']:.0f} us/layer, "
+                        f"Python {r['python_us_per_token']:.0f} us/token"
+                    )
+                    results["rows"].append(r)
                 k = r["kernels"]
                 results["rows"].append(
                     {

@@ -385,6 +385,7 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
         const int R = (int)(M - m0 < 4 ? M - m0 : 4);
         const uint8_t *rows[4];
         for (int r = 0; r < 4; r++) rows[r] = w + (m0 + (r < R ? r : R - 1)) * rb;
+        int have_dw = 0;
         for (int64_t t0 = 0; t0 < N;) {
             const int T = N - t0 >= 4 ? 4 : 1;
             if (T == 1 && fmt != BN_I2S && !raw && o->gemv_tq) {
@@ -394,12 +395,23 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
                 t0 += 1;
                 continue;
             }
+            if (T == 4 && !raw && o->gemm4 && nbt == nb) {
+                float out[16];
+                o->gemm4(fmt, profile, rows, a->q + t0 * K, K, a->d + t0 * nb, a->bsum + t0 * nb, a->scale + t0,
+                         a->sum + t0, w_scale, out);
+                for (int r = 0; r < R; r++)
+                    for (int t = 0; t < 4; t++) y[(t0 + t) * ldy + m0 + r] = out[r * 4 + t];
+                t0 += 4;
+                continue;
+            }
             const int8_t *acts[4];
             for (int t = 0; t < 4; t++) acts[t] = a->q + (t0 + (t < T ? t : 0)) * K;
             o->tile(fmt, rows, acts, T, K, buf, nbt, whole_row);
-            if (t0 == 0 && fmt != BN_I2S && !raw) /* TQ block scales, once per tile, now that the rows are cached */
+            if (!have_dw && fmt != BN_I2S && !raw) { /* TQ block scales, once per tile, now the rows are cached */
                 for (int r = 0; r < R; r++)
                     for (int64_t b = 0; b < nb; b++) dw[r * nb + b] = tq_block_scale(fmt, rows[r], b);
+                have_dw = 1;
+            }
             for (int r = 0; r < R; r++)
                 for (int t = 0; t < T; t++) {
                     const int32_t *s = buf + (r * 4 + t) * nbt;

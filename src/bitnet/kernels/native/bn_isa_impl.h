@@ -633,6 +633,101 @@ static void gemv_tq_avx512(int fmt, int profile, const uint8_t *const rows[4], c
         gemv_tq_body(BN_TQ1, 0, rows, act, nb, a_d, a_bsum, a_scale, out);
 }
 
+/* GEMM tile with the epilogue fused: 4 rows x 4 consecutive tokens -> 16 finished outputs, lane r*4+t. The integer
+ * part is tile4_avx512's; each float lane then does exactly epilogue()'s operations for (row r, token t) in the
+ * same order (no FMA), so the outputs are bit-identical to tile + epilogue, without 16 scalar epilogues (with a
+ * divide each for per-token activations) and without spilling the block sums to memory. */
+static inline __attribute__((always_inline)) void gemm4_body(int fmt, int profile, const uint8_t *const rows[4],
+                                                             const int8_t *act, int64_t K, int64_t nb,
+                                                             const float *a_d, const int32_t *a_bsum,
+                                                             const float *a_scale, const int32_t *a_sum,
+                                                             float w_scale, float out[16]) {
+    const int64_t bb = fmt == BN_TQ2 ? BN_TQ2_BLOCK_BYTES : BN_TQ1_BLOCK_BYTES;
+    const int doff = fmt == BN_TQ2 ? 64 : 52;
+    const int whole = fmt == BN_I2S && profile == 0; /* only the row totals are needed */
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512i acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
+    __m512 facc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i w[4], tq1[4][4];
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
+            if (fmt == BN_TQ1) {
+                tq1_decode_avx512(p, tq1[r]);
+                w[r] = _mm512_setzero_si512();
+            } else {
+                w[r] = _mm512_loadu_si512(p);
+            }
+        }
+        for (int g = 0; g < 4; g++) {
+            __m512i cv[4];
+            for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], tq1[r], g, m3);
+            for (int t = 0; t < 4; t++) {
+                const __m512i a = _mm512_loadu_si512(act + t * K + 256 * b + 64 * g);
+                for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
+            }
+        }
+        if (whole) continue;
+        __m512i s = _mm512_castsi128_si512(reduce4_epi32(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
+        s = _mm512_inserti32x4(s, reduce4_epi32(acc[1][0], acc[1][1], acc[1][2], acc[1][3]), 1);
+        s = _mm512_inserti32x4(s, reduce4_epi32(acc[2][0], acc[2][1], acc[2][2], acc[2][3]), 2);
+        s = _mm512_inserti32x4(s, reduce4_epi32(acc[3][0], acc[3][1], acc[3][2], acc[3][3]), 3);
+        for (int r = 0; r < 4; r++)
+            for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
+        const __m512i bs = _mm512_broadcast_i32x4(
+            _mm_setr_epi32(a_bsum[b], a_bsum[nb + b], a_bsum[2 * nb + b], a_bsum[3 * nb + b]));
+        const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(s, bs));
+        if (fmt == BN_I2S) { /* block256: acc += (s - bsum) * d_a */
+            const __m512 ad = _mm512_broadcast_f32x4(_mm_setr_ps(a_d[b], a_d[nb + b], a_d[2 * nb + b], a_d[3 * nb + b]));
+            facc = _mm512_add_ps(facc, _mm512_mul_ps(v, ad));
+            continue;
+        }
+        uint16_t h[4];
+        for (int r = 0; r < 4; r++) memcpy(&h[r], rows[r] + bb * b + doff, 2);
+        const __m512 dw = _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h))));
+        if (profile == 1) {
+            const __m512 ad = _mm512_broadcast_f32x4(_mm_setr_ps(a_d[b], a_d[nb + b], a_d[2 * nb + b], a_d[3 * nb + b]));
+            facc = _mm512_add_ps(facc, _mm512_mul_ps(v, _mm512_mul_ps(ad, dw)));
+        } else {
+            facc = _mm512_add_ps(facc, _mm512_mul_ps(v, dw));
+        }
+    }
+    const __m512 scale = _mm512_broadcast_f32x4(_mm_loadu_ps(a_scale));
+    __m512 res;
+    if (whole) {
+        __m512i s = _mm512_castsi128_si512(reduce4_epi32(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
+        s = _mm512_inserti32x4(s, reduce4_epi32(acc[1][0], acc[1][1], acc[1][2], acc[1][3]), 1);
+        s = _mm512_inserti32x4(s, reduce4_epi32(acc[2][0], acc[2][1], acc[2][2], acc[2][3]), 2);
+        s = _mm512_inserti32x4(s, reduce4_epi32(acc[3][0], acc[3][1], acc[3][2], acc[3][3]), 3);
+        const __m512 sums = _mm512_cvtepi32_ps(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a_sum)));
+        res = _mm512_mul_ps(_mm512_div_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(s), sums), scale), _mm512_set1_ps(w_scale));
+    } else if (fmt == BN_I2S) {
+        res = _mm512_mul_ps(facc, _mm512_set1_ps(w_scale));
+    } else if (profile == 0) {
+        res = _mm512_div_ps(facc, scale);
+    } else {
+        res = facc;
+    }
+    _mm512_storeu_ps(out, res);
+}
+
+static void gemm4_avx512(int fmt, int profile, const uint8_t *const rows[4], const int8_t *act, int64_t K,
+                         const float *a_d, const int32_t *a_bsum, const float *a_scale, const int32_t *a_sum,
+                         float w_scale, float out[16]) {
+    const int64_t nb = K / 256;
+#define BN_GEMM4(F, P) gemm4_body(F, P, rows, act, K, nb, a_d, a_bsum, a_scale, a_sum, w_scale, out)
+    if (fmt == BN_I2S)
+        profile ? BN_GEMM4(BN_I2S, 1) : BN_GEMM4(BN_I2S, 0);
+    else if (fmt == BN_TQ2)
+        profile ? BN_GEMM4(BN_TQ2, 1) : BN_GEMM4(BN_TQ2, 0);
+    else
+        profile ? BN_GEMM4(BN_TQ1, 1) : BN_GEMM4(BN_TQ1, 0);
+#undef BN_GEMM4
+}
+
 static uint64_t sum_u64_avx512(const uint64_t *u, int64_t n) {
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -730,6 +825,6 @@ static void quant_b256_f64_avx512(const double *x, int64_t K, int8_t *q, float *
 
 const bn_isa_ops bn_ops_avx512 = {tile_avx512,    quant_pt_avx512, f16_rows_avx512, gemv_tq_avx512,
                                   sum_u64_avx512, attn_f32_avx512, attn_f64_avx512, "avx512vnni",
-                                  quant_pt_f64_avx512, quant_b256_f64_avx512};
+                                  quant_pt_f64_avx512, quant_b256_f64_avx512, gemm4_avx512};
 
 #endif

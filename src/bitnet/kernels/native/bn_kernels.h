@@ -61,6 +61,13 @@ typedef struct {
      * quant_block256_row_f64 in bn_common.c; NULL: use those. */
     float (*quant_pt_f64)(const double *x, int64_t K, int8_t *q, int32_t *sum);
     void (*quant_b256_f64)(const double *x, int64_t K, int8_t *q, float *d, int32_t *bsum);
+    /* Optional fused GEMM tile (4 rows x 4 consecutive tokens of kernel-layout activations, K % 256 == 0): the
+     * integer dots and the float epilogue in one pass, out[r * 4 + t] bit-identical to tile + the generic epilogue.
+     * a_d / a_bsum: [4][K/256] (block256 d / per-block sums of q), a_scale / a_sum: [4] (per-token s and sum q).
+     * NULL: use tile + the generic epilogue. */
+    void (*gemm4)(int fmt, int profile, const uint8_t *const rows[4], const int8_t *act, int64_t K,
+                  const float *a_d, const int32_t *a_bsum, const float *a_scale, const int32_t *a_sum, float w_scale,
+                  float out[16]);
 } bn_isa_ops;
 
 extern const bn_isa_ops bn_ops_scalar;
