@@ -380,6 +380,13 @@ static void run_tiles(int fmt, int profile, const uint8_t *w, int64_t M, int64_t
     const int64_t nb = K / 256, rb = row_bytes(fmt, K);
     const int nbt = (int)(nb + (K % 256 ? 1 : 0));
     const int whole_row = !raw && fmt == BN_I2S && profile == BN_PER_TOKEN;
+    if (N == 1 && !raw && o->gemv_range && nbt == nb) { /* decode: whole tiles in one call */
+        const int64_t full = M / 4, t1 = tile1 < full ? tile1 : full;
+        if (t1 > tile0) {
+            o->gemv_range(fmt, profile, w, rb, tile0, t1, a->q, K, a->d, a->bsum, a->scale[0], a->sum[0], w_scale, y);
+            tile0 = t1;
+        }
+    }
     for (int64_t tile = tile0; tile < tile1; tile++) {
         const int64_t m0 = tile * 4;
         const int R = (int)(M - m0 < 4 ? M - m0 : 4);
@@ -444,21 +451,40 @@ int bn_multi_matmul(int profile, const bn_mm_job *jobs, int njobs, const bn_act_
     const int nbt = (int)(K / 256 + (K % 256 ? 1 : 0));
     const size_t bufsz = sizeof(int32_t) * 16 * (size_t)nbt + sizeof(float) * 4 * (size_t)(nbt + 1);
     const int par = nth > 1 && work >= (1 << 16);
-    const int64_t chunk = par && total / (8 * nth) > 4 ? total / (8 * nth) : (par ? 4 : total);
+    /* Guided chunks: a quarter of the remaining tiles per thread, down to 4 tiles, so that the threads finish
+     * together (the last chunks are small) while the early ones are long sequential streams. Two passes: count,
+     * then fill. */
     int64_t nchunks = 0;
-    for (int j = 0; j < njobs; j++) nchunks += ((jobs[j].M + 3) / 4 + chunk - 1) / chunk;
-    int32_t *cj = malloc(sizeof(int32_t) * (size_t)(nchunks + 1));
-    int64_t *c0s = malloc(sizeof(int64_t) * (size_t)(nchunks + 1));
-    if (!cj || !c0s) {
-        free(cj);
-        free(c0s);
-        return BN_ENOMEM;
-    }
-    for (int j = 0, c = 0; j < njobs; j++)
-        for (int64_t t0 = 0; t0 < (jobs[j].M + 3) / 4; t0 += chunk, c++) {
-            cj[c] = j;
-            c0s[c] = t0;
+    int32_t *cj = NULL;
+    int64_t *c0s = NULL, *c1s = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t remaining = total, c = 0;
+        for (int j = 0; j < njobs; j++) {
+            const int64_t nt = (jobs[j].M + 3) / 4;
+            for (int64_t t0 = 0; t0 < nt; c++) {
+                int64_t len = par ? remaining / (4 * nth) : nt;
+                len = len < 4 ? 4 : len;
+                len = len > nt - t0 ? nt - t0 : len;
+                if (pass) {
+                    cj[c] = j;
+                    c0s[c] = t0;
+                    c1s[c] = t0 + len;
+                }
+                t0 += len;
+                remaining -= len;
+            }
         }
+        if (pass) break;
+        nchunks = c;
+        cj = malloc(sizeof(int32_t) * (size_t)(nchunks + 1));
+        c0s = malloc(sizeof(int64_t) * 2 * (size_t)(nchunks + 1));
+        if (!cj || !c0s) {
+            free(cj);
+            free(c0s);
+            return BN_ENOMEM;
+        }
+        c1s = c0s + nchunks + 1;
+    }
     int64_t next = 0;
     int failed = 0;
 #pragma omp parallel num_threads(nth) if (par)
@@ -474,9 +500,8 @@ int bn_multi_matmul(int profile, const bn_mm_job *jobs, int njobs, const bn_act_
                 c = next++;
                 if (c >= nchunks) break;
                 const bn_mm_job *jb = &jobs[cj[c]];
-                const int64_t nt = (jb->M + 3) / 4, c1 = c0s[c] + chunk < nt ? c0s[c] + chunk : nt;
-                run_tiles(jb->fmt, profile, jb->w, jb->M, K, jb->w_scale, a, N, jb->y, jb->ldy, jb->raw, c0s[c], c1,
-                          buf, (float *)(buf + 16 * nbt));
+                run_tiles(jb->fmt, profile, jb->w, jb->M, K, jb->w_scale, a, N, jb->y, jb->ldy, jb->raw, c0s[c],
+                          c1s[c], buf, (float *)(buf + 16 * nbt));
             }
             free(buf);
         }

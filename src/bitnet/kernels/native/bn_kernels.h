@@ -68,6 +68,11 @@ typedef struct {
     void (*gemm4)(int fmt, int profile, const uint8_t *const rows[4], const int8_t *act, int64_t K,
                   const float *a_d, const int32_t *a_bsum, const float *a_scale, const int32_t *a_sum, float w_scale,
                   float out[16]);
+    /* Optional GEMV over whole 4-row tiles [tile0, tile1) of weights w (row stride rb bytes) for one token, epilogue
+     * included: y[4 * tile + r], bit-identical to tile + the generic epilogue. NULL: tile by tile. */
+    void (*gemv_range)(int fmt, int profile, const uint8_t *w, int64_t rb, int64_t tile0, int64_t tile1,
+                       const int8_t *act, int64_t K, const float *a_d, const int32_t *a_bsum, float a_scale,
+                       int32_t a_sum, float w_scale, float *y);
 } bn_isa_ops;
 
 extern const bn_isa_ops bn_ops_scalar;
