@@ -462,7 +462,7 @@ int bn_multi_matmul(int profile, const bn_mm_job *jobs, int njobs, const bn_act_
         for (int j = 0; j < njobs; j++) {
             const int64_t nt = (jobs[j].M + 3) / 4;
             for (int64_t t0 = 0; t0 < nt; c++) {
-                int64_t len = par ? remaining / (4 * nth) : nt;
+                int64_t len = par ? remaining / (2 * nth) : nt;
                 len = len < 4 ? 4 : len;
                 len = len > nt - t0 ? nt - t0 : len;
                 if (pass) {
