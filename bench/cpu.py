@@ -12,7 +12,10 @@ What it measures, in one run so that the machine's load is shared fairly:
   `xtask fetch-cpp --flavor llama.cpp --sdist` writes, and of bitnet.cpp on the I2_S fixture when
   `$BITNET_CPP_DIR` holds a built fork;
 - the decode roofline: bytes read per token (every matmul weight at its stored size, the F16 lm_head, the norms)
-  divided by the bandwidth.
+  divided by the bandwidth;
+- where a decode step's time goes beyond the matmuls: the fused blocks' own clock (their time minus their matmuls:
+  norms, RoPE, attention, residuals, per layer) and the time outside every kernel call (Python and numpy glue, per
+  token). `--op-by-op` adds a row for the unfused forward.
 
 Prints a table on stdout (progress on stderr); `--json PATH` also writes every figure. Fixtures are generated with
 `bitnet.formats.fixtures.generate_fixture` (about 1 min and 1.2 GB each) into `--fixture-dir` if missing.
@@ -134,6 +137,7 @@ def engine_bench(
     vocab = engine.config.vocab_size
     prompt = rng.integers(0, min(vocab, 32000), size=pp)
     pp_t, tg_t = [], []
+    blocks, inside = engine.model.blocks, []
     res["kernels"] = kernel_projection(engine, threads, max(2, reps))
     for _ in range(reps):
         engine.reset()
@@ -142,11 +146,15 @@ def engine_bench(
         pp_t.append(time.perf_counter() - t0)
         engine.reset()
         tok = int(prompt[0])
+        if blocks is not None:
+            blocks.reset_timing()
         t0 = time.perf_counter()
         for _ in range(tg):
             logits = engine.decode_step(tok)
             tok = int(np.argmax(logits))
         tg_t.append(time.perf_counter() - t0)
+        if blocks is not None:
+            inside.append((blocks.timing["total_ns"], blocks.timing["matmul_ns"]))
     res["pp_tok_s"] = [pp / t for t in pp_t]
     res["tg_tok_s"] = [tg / t for t in tg_t]
     # what a decode step costs beyond the matmul kernels (norms, RoPE, attention, numpy glue, Python), per layer
@@ -154,6 +162,10 @@ def engine_bench(
     kern_ms = res["kernels"]["body_ms"] + res["kernels"]["lm_head_ms"]
     res["non_matmul_us_per_layer"] = 1e3 * (step_ms - kern_ms) / engine.config.n_layers
     res["n_layers"] = engine.config.n_layers
+    if inside:  # measured inside the fused call: its time minus its matmuls (norms, RoPE, attention, glue in C)
+        total, mm = min(inside, key=lambda p: p[0])
+        res["blocks_other_us_per_layer"] = (total - mm) / 1e3 / tg / engine.config.n_layers
+        res["blocks_matmul_ms_per_token"] = mm / 1e6 / tg
     res["outside_kernels_us_per_token"] = outside_kernels_us(engine, int(prompt[0]), tg)
     res["describe"] = {k: v for k, v in engine.describe().items() if isinstance(v, (str, int, float, bool))}
     del engine
@@ -315,14 +327,14 @@ def finalize(results: dict[str, Any]) -> None:
             r["tg_tok_s"] = [1e3 / (body + head)] if len(runs) > 1 else r["tg_tok_s"]
             r["note"] = f"projected: body {body:.1f} ms + lm_head {head:.1f} ms (best of {len(runs)})"
             continue
-        step_ms = 1e3 / max(r["tg_tok_s"])
-        r["non_matmul_us_per_layer_pooled"] = 1e3 * (step_ms - body - head) / r["n_layers"]
         py = min(x["outside_kernels_us_per_token"] for x in runs)
         r["note"] = (
             f"load {min(x['load_s'] for x in runs):.2f} s, +{max(x['rss_beyond_map_mib'] for x in runs):.0f} MiB "
-            f"beyond the map, non-matmul {r['non_matmul_us_per_layer_pooled']:.0f} us/layer, outside kernels "
-            f"{py:.0f} us/token"
+            f"beyond the map, outside kernels {py:.0f} us/token"
         )
+        other = [x["blocks_other_us_per_layer"] for x in runs if "blocks_other_us_per_layer" in x]
+        if other:
+            r["note"] += f", non-matmul work in the blocks {min(other):.0f} us/layer"
 
 
 # ------------------------------------------------------------------------------------------------------ report

@@ -29,7 +29,7 @@ from bitnet.kernels.registry import REGISTRY, Kernel
 
 _FMT = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2}
 _SHORT = ("i2s", "tq2", "tq1")
-_N_COUNTS = 12  # BN_NCOUNTS
+_N_COUNTS = 14  # BN_NCOUNTS
 
 
 class _QWeight(ctypes.Structure):
@@ -132,6 +132,12 @@ class FusedBlocks:
         self.n_layers = len(weights.layers)
         self.formats = sorted(fmts)
         self._counts = np.zeros(_N_COUNTS, dtype=np.int64)
+        #: nanoseconds spent in the ternary matmuls (with their quantizer) and in the whole calls, summed over the
+        #: calls since the last `reset_timing()`: what a decode step costs beyond its matmuls, measured in place
+        self.timing = {"matmul_ns": 0, "total_ns": 0, "calls": 0}
+
+    def reset_timing(self) -> None:
+        self.timing = {"matmul_ns": 0, "total_ns": 0, "calls": 0}
 
     def _norm(self, v: np.ndarray | None) -> int | None:
         if v is None:
@@ -165,6 +171,9 @@ class FusedBlocks:
         if rc:
             raise InvalidInputError(f"native fused blocks: {native._ERRORS.get(rc, f'error {rc}')}")
         self._record(counts, x.shape[0])
+        self.timing["matmul_ns"] += int(counts[12])
+        self.timing["total_ns"] += int(counts[13])
+        self.timing["calls"] += 1
         return x
 
     def _record(self, c: np.ndarray, t: int) -> None:

@@ -685,8 +685,14 @@ void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, doubl
     for (int64_t n = 0; n < N; n++) {
         const double *xr = x + n * K;
         double *yr = y + n * K;
-        double sum = 0.0;
-        for (int64_t k = 0; k < K; k++) sum += xr[k] * xr[k];
+        /* eight interleaved partial sums, added pairwise at the end: a fixed order (results do not depend on the
+         * compiler or the thread count) that vectorizes, instead of one K-long chain of dependent adds */
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8)
+            for (int j = 0; j < 8; j++) part[j] += xr[k + j] * xr[k + j];
+        for (; k < K; k++) part[k & 7] += xr[k] * xr[k];
+        const double sum = ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
         const double scale = 1.0 / sqrt(sum / (double)K + eps);
         for (int64_t k = 0; k < K; k++) yr[k] = (xr[k] * scale) * (double)w[k];
     }

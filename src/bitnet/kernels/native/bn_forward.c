@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bn_kernels.h"
 
@@ -49,8 +50,16 @@ enum {
     BN_CNT_ROPE = 9,
     BN_CNT_ATTN = 10,
     BN_CNT_BLOCK = 11,
-    BN_NCOUNTS = 12
+    BN_CNT_NS_MATMUL = 12, /* nanoseconds inside the ternary matmuls (quantizer included) */
+    BN_CNT_NS_TOTAL = 13,  /* nanoseconds of the whole call */
+    BN_NCOUNTS = 14
 };
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int check_weight(const bn_qweight *w, int64_t n_out, int64_t n_in, int profile) {
     if (!w->data || w->n_out != n_out || w->n_in != n_in) return BN_EBADSHAPE;
@@ -91,22 +100,27 @@ static void apply_out_scale(const bn_qweight *w, float *y, int64_t T, int64_t ld
 
 static int matmuls(const bn_stack *m, const bn_mm_job *jobs, int n, bn_act_buf *a, const double *x, int64_t T,
                    int64_t K, int nth, int64_t *counts) {
+    const double t0 = now();
     bn_quantize_acts(a, m->profile, x, 1, T, K, K, nth);
     const bn_isa_ops *o = bn_ops();
     const int isa_q = m->profile == BN_PER_TOKEN ? o->quant_pt_f64 != NULL : o->quant_b256_f64 != NULL;
     counts[isa_q ? BN_CNT_QUANT_ISA : BN_CNT_QUANT_SCALAR] += 1;
     for (int j = 0; j < n; j++) counts[BN_CNT_MM + 2 * jobs[j].fmt + (T > 1)] += 1;
-    return bn_multi_matmul(m->profile, jobs, n, a, T, K, nth);
+    const int rc = bn_multi_matmul(m->profile, jobs, n, a, T, K, nth);
+    counts[BN_CNT_NS_MATMUL] += (int64_t)(1e9 * (now() - t0));
+    return rc;
 }
 
 /* x [T, dim] float64 (in place: the hidden states after the last block); the T tokens sit at positions
  * n_past..n_past+T-1. k_cache / v_cache: float32 [n_layers, cap, n_kv * head_dim], positions < n_past already
- * filled; this call writes positions n_past..n_past+T-1 of every layer. counts[BN_NCOUNTS] is incremented. */
+ * filled; this call writes positions n_past..n_past+T-1 of every layer. counts[BN_NCOUNTS] is incremented (kernel
+ * calls, and the time inside the matmuls and in the whole call, which bench/cpu.py reads). */
 int bn_forward_blocks(const bn_stack *m, double *x, int64_t T, int64_t n_past, float *k_cache, float *v_cache,
                       int64_t cap, int64_t *counts) {
     int rc = check_stack(m);
     if (rc) return rc;
     if (T <= 0 || n_past < 0 || n_past + T > cap || !x || !k_cache || !v_cache || !counts) return BN_EBADSHAPE;
+    const double t_start = now();
     const int64_t D = m->dim, H = m->n_heads, HKV = m->n_kv, HD = m->head_dim, F = m->ffn_dim;
     const int64_t nq = H * HD, nk = HKV * HD, nqkv = nq + 2 * nk;
     const int64_t kmax = D > nq ? (D > F ? D : F) : (nq > F ? nq : F);
@@ -187,5 +201,6 @@ int bn_forward_blocks(const bn_stack *m, double *x, int64_t T, int64_t n_past, f
     free(yd);
     free(pos);
     free(a.mem);
+    counts[BN_CNT_NS_TOTAL] += (int64_t)(1e9 * (now() - t_start));
     return rc;
 }
