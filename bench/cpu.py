@@ -15,7 +15,9 @@ What it measures, in one run so that the machine's load is shared fairly:
   divided by the bandwidth;
 - where a decode step's time goes beyond the matmuls: the fused blocks' own clock (their time minus their matmuls:
   norms, RoPE, attention, residuals, per layer) and the time outside every kernel call (Python and numpy glue, per
-  token). `--op-by-op` adds a row for the unfused forward.
+  token). `--op-by-op` adds a row for the unfused forward;
+- the hypervisor's steal time during each row (from /proc/stat): a row with steal was measured while another guest
+  took part of the machine, and is flagged in the table.
 
 Prints a table on stdout (progress on stderr); `--json PATH` also writes every figure. Fixtures are generated with
 `bitnet.formats.fixtures.generate_fixture` (about 1 min and 1.2 GB each) into `--fixture-dir` if missing.
@@ -296,6 +298,16 @@ def run_llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, r
     return res
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests (the `steal` column of /proc/stat, all CPUs), in seconds; 0
+    where unavailable. A benchmark row with much steal was measured on a machine that was not all ours."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def add_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
     """Append `row`, or pool its samples into the row of the same engine/format/threads from an earlier round."""
     for old in rows:
@@ -304,6 +316,8 @@ def add_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
             for key in ("pp_tok_s", "tg_tok_s"):
                 if key in row:
                     old[key] = list(old.get(key, [])) + list(row[key])
+            if "steal_s" in row:
+                old["steal_s"] = old.get("steal_s", 0.0) + row["steal_s"]
             old["rounds"].append(row)
             return
     rows.append(row)
@@ -359,6 +373,7 @@ def table(results: dict[str, Any]) -> str:
             f"{(f'{pp:.1f}' if pp else '-'):>10}{(f'{tg:.2f}' if tg else '-'):>10}"
             f"{(f'{roof:.1f}' if roof else '-'):>10}{(f'{100 * tg / roof:.0f}%' if tg and roof else '-'):>8}"
             + (f"   {row['note']}" if row.get("note") else "")
+            + (f" [steal {row['steal_s']:.0f} s]" if row.get("steal_s", 0) >= 1 else "")
         )
     return "\n".join(lines)
 
@@ -439,7 +454,9 @@ def main() -> int:
                 if not args.no_engine:
                     for fused in (True, False) if args.op_by_op else (True,):
                         log(f"our engine, {fmt}, {t} thread(s){'' if fused else ', op by op'}")
+                        st0 = steal_seconds()
                         r = engine_bench(path, t, args.pp, args.tg, args.reps, args.numerics, fused)
+                        r["steal_s"] = steal_seconds() - st0
                         r.update(engine="bitnet-py" + ("" if fused else " (op by op)"), fmt=fmt, threads=t,
                                  roofline_tok_s=roof)
                         add_row(results["rows"], r)
@@ -455,7 +472,9 @@ def main() -> int:
                         }
                     )
                 for ref_bin, ref_flags in refs:
+                    st0 = steal_seconds()
                     r = run_llama_bench(ref_bin, path, t, args.pp, args.tg, args.reps)
+                    r["steal_s"] = steal_seconds() - st0
                     kind = build_kind(ref_flags)
                     r.update(
                         engine=ref_of[fmt][1] + (f" ({kind})" if kind else ""),
