@@ -378,6 +378,31 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The table as Markdown, with every sample, for bench/results/."""
+    bw = results["bandwidth_gb_s"]
+    out = [
+        f"Machine: {results['cpu']}, {results['cores']} cores, native ISA {results['isa']}; load avg "
+        f"{results['loadavg_start']} at the start, {results.get('loadavg_end')} at the end. Best read bandwidth "
+        "seen: " + ", ".join(f"{t} t {v:.1f} GB/s" for t, v in bw.items()) + ".",
+        "",
+        "| engine | fmt | thr | pp tok/s (median) | tg tok/s (median) | roofline tg | % roofline | samples pp / tg | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        pp, tg, roof = med(row.get("pp_tok_s")), med(row.get("tg_tok_s")), row.get("roofline_tok_s")
+        samples = " / ".join(
+            ", ".join(f"{x:.1f}" for x in row.get(k, [])) or "-" for k in ("pp_tok_s", "tg_tok_s")
+        )
+        note = row.get("note", "") + (f" (steal {row['steal_s']:.0f} s)" if row.get("steal_s", 0) >= 1 else "")
+        out.append(
+            f"| {row['engine']} | {row['fmt']} | {row['threads']} | {f'{pp:.1f}' if pp else '-'} | "
+            f"{f'{tg:.2f}' if tg else '-'} | {f'{roof:.1f}' if roof else '-'} | "
+            f"{f'{100 * tg / roof:.0f}%' if tg and roof else '-'} | {samples} | {note} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -411,6 +436,7 @@ def main() -> int:
         "--bitnet-bench", type=Path, action="append", help="another bitnet.cpp llama-bench (repeatable)"
     )
     ap.add_argument("--json", type=Path, help="also write all figures here")
+    ap.add_argument("--markdown", type=Path, help="also write the table, with every sample, as Markdown")
     args = ap.parse_args()
     if not native.available():
         log(
@@ -505,6 +531,9 @@ def main() -> int:
     print(table(results))
     if args.json:
         _write_json(args.json, results)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(results))
     return 0
 
 
