@@ -56,7 +56,9 @@ static int BN_FN(attn_f32)(const float *q, int64_t T, int64_t ldq, const float *
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(static, 1) /* interleaved: later queries see more keys (causal) */
+        /* several queries: interleaved, later ones see more keys (causal); one query (decode): contiguous heads, so
+         * the query heads that share a KV head run on one core and read its keys and values once */
+#pragma omp for schedule(static, T == 1 ? (n_heads + nth - 1) / nth : 1)
         for (int64_t th = 0; th < T * n_heads; th++) {
             if (!sc) continue;
             const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
@@ -102,7 +104,9 @@ static int BN_FN(attn_f64)(const double *q, int64_t T, int64_t ldq, const float 
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(static, 1) /* interleaved: later queries see more keys (causal) */
+        /* several queries: interleaved, later ones see more keys (causal); one query (decode): contiguous heads, so
+         * the query heads that share a KV head run on one core and read its keys and values once */
+#pragma omp for schedule(static, T == 1 ? (n_heads + nth - 1) / nth : 1)
         for (int64_t th = 0; th < T * n_heads; th++) {
             if (!sc) continue;
             const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
