@@ -453,33 +453,49 @@ static inline __attribute__((always_inline)) void tile1_avx512(int fmt, const ui
     }
 }
 
+/* One 256-element block of a 4-row x 4-token tile: acc[r][t] += codes(row r) . acts[t], each weight group unpacked
+ * once for the 4 tokens (16 accumulators). */
+static inline __attribute__((always_inline)) void tile4_block_avx512(int fmt, const uint8_t *const rows[4],
+                                                                     const int8_t *const acts[4], int64_t b,
+                                                                     __m512i acc[4][4]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i w[4], tq1[4][4];
+    for (int r = 0; r < 4; r++) {
+        const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
+        if (fmt == BN_TQ1) {
+            tq1_decode_avx512(p, tq1[r]);
+            w[r] = _mm512_setzero_si512();
+        } else {
+            w[r] = _mm512_loadu_si512(p);
+        }
+    }
+    for (int g = 0; g < 4; g++) {
+        __m512i cv[4];
+        for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], tq1[r], g, m3);
+        for (int t = 0; t < 4; t++) {
+            const __m512i a = _mm512_loadu_si512(acts[t] + 256 * b + 64 * g);
+            for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
+        }
+    }
+}
+
+/* The 16 sums of a 4x4 tile as one vector, lane r * 4 + t. */
+static inline __m512i tile4_sums_avx512(const __m512i acc[4][4]) {
+    __m512i s = _mm512_castsi128_si512(reduce4_epi32(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
+    s = _mm512_inserti32x4(s, reduce4_epi32(acc[1][0], acc[1][1], acc[1][2], acc[1][3]), 1);
+    s = _mm512_inserti32x4(s, reduce4_epi32(acc[2][0], acc[2][1], acc[2][2], acc[2][3]), 2);
+    return _mm512_inserti32x4(s, reduce4_epi32(acc[3][0], acc[3][1], acc[3][2], acc[3][3]), 3);
+}
+
 /* T == 4 (GEMM): 4 rows x 4 tokens = 16 accumulators; each weight group is unpacked once for 4 tokens. */
 static inline __attribute__((always_inline)) void tile4_avx512(int fmt, const uint8_t *const rows[4],
                                                                const int8_t *const acts[4], int64_t nb,
                                                                int32_t *out, int nbt, int whole_row) {
-    const __m512i m3 = _mm512_set1_epi8(3);
     __m512i acc[4][4];
     for (int r = 0; r < 4; r++)
         for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
     for (int64_t b = 0; b < nb; b++) {
-        __m512i w[4], tq1[4][4];
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
-            if (fmt == BN_TQ1) {
-                tq1_decode_avx512(p, tq1[r]);
-                w[r] = _mm512_setzero_si512();
-            } else {
-                w[r] = _mm512_loadu_si512(p);
-            }
-        }
-        for (int g = 0; g < 4; g++) {
-            __m512i cv[4];
-            for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], tq1[r], g, m3);
-            for (int t = 0; t < 4; t++) {
-                const __m512i a = _mm512_loadu_si512(acts[t] + 256 * b + 64 * g);
-                for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
-            }
-        }
+        tile4_block_avx512(fmt, rows, acts, b, acc);
         if (whole_row) continue;
         for (int r = 0; r < 4; r++) {
             int32_t s[4];
@@ -598,6 +614,21 @@ static void f16_rows_avx512(const uint16_t *w, int64_t K, const float *x, int T,
     }
 }
 
+/* The 4 rows' sums over block b of one token's activations (kernel layout), one 4-way reduction. */
+static inline __attribute__((always_inline)) __m128i gemv_block_sums_avx512(int fmt, const uint8_t *const rows[4],
+                                                                            const int8_t *act, int64_t b,
+                                                                            const __m512i mask[4], int64_t pf) {
+    const int8_t *q = act + 256 * b;
+    const __m512i a[4] = {_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_loadu_si512(q + 128),
+                          _mm512_loadu_si512(q + 192)};
+    __m512i acc4[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int g = 0; g < 4; g++) acc4[r][g] = _mm512_setzero_si512();
+    gemv_block_avx512(fmt, rows, b, a, mask, acc4, pf);
+    return reduce4_epi32(gemv_row_sum_avx512(fmt, acc4[0]), gemv_row_sum_avx512(fmt, acc4[1]),
+                         gemv_row_sum_avx512(fmt, acc4[2]), gemv_row_sum_avx512(fmt, acc4[3]));
+}
+
 /* Fused TQ GEMV: 4 row sums per block from one reduction, block scales converted with vcvtph2ps, and the epilogue
  * as 4-lane float vectors (lane r does exactly the scalar epilogue's operations for row r). */
 static inline __attribute__((always_inline)) void gemv_tq_body(int fmt, int profile, const uint8_t *const rows[4],
@@ -610,15 +641,7 @@ static inline __attribute__((always_inline)) void gemv_tq_body(int fmt, int prof
     for (int g = 0; g < 4; g++) mask[g] = _mm512_set1_epi8((char)(3 << BN_FN(group_shift)(fmt, g)));
     __m128 acc = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const int8_t *q = act + 256 * b;
-        const __m512i a[4] = {_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_loadu_si512(q + 128),
-                              _mm512_loadu_si512(q + 192)};
-        __m512i acc4[4][4];
-        for (int r = 0; r < 4; r++)
-            for (int g = 0; g < 4; g++) acc4[r][g] = _mm512_setzero_si512();
-        gemv_block_avx512(fmt, rows, b, a, mask, acc4, pf);
-        const __m128i s = reduce4_epi32(gemv_row_sum_avx512(fmt, acc4[0]), gemv_row_sum_avx512(fmt, acc4[1]),
-                                        gemv_row_sum_avx512(fmt, acc4[2]), gemv_row_sum_avx512(fmt, acc4[3]));
+        const __m128i s = gemv_block_sums_avx512(fmt, rows, act, b, mask, pf);
         uint16_t h[4];
         for (int r = 0; r < 4; r++) memcpy(&h[r], rows[r] + bb * b + doff, 2);
         const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
@@ -654,36 +677,16 @@ static inline __attribute__((always_inline)) void gemm4_body(int fmt, int profil
     const int64_t bb = fmt == BN_TQ2 ? BN_TQ2_BLOCK_BYTES : BN_TQ1_BLOCK_BYTES;
     const int doff = fmt == BN_TQ2 ? 64 : 52;
     const int whole = fmt == BN_I2S && profile == 0; /* only the row totals are needed */
-    const __m512i m3 = _mm512_set1_epi8(3);
     const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const int8_t *const acts[4] = {act, act + K, act + 2 * K, act + 3 * K};
     __m512i acc[4][4];
     for (int r = 0; r < 4; r++)
         for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
     __m512 facc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        __m512i w[4], tq1[4][4];
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *p = BN_FN(block_ptr)(fmt, rows[r], b);
-            if (fmt == BN_TQ1) {
-                tq1_decode_avx512(p, tq1[r]);
-                w[r] = _mm512_setzero_si512();
-            } else {
-                w[r] = _mm512_loadu_si512(p);
-            }
-        }
-        for (int g = 0; g < 4; g++) {
-            __m512i cv[4];
-            for (int r = 0; r < 4; r++) cv[r] = codes_group_avx512(fmt, w[r], tq1[r], g, m3);
-            for (int t = 0; t < 4; t++) {
-                const __m512i a = _mm512_loadu_si512(act + t * K + 256 * b + 64 * g);
-                for (int r = 0; r < 4; r++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], cv[r], a);
-            }
-        }
+        tile4_block_avx512(fmt, rows, acts, b, acc);
         if (whole) continue;
-        __m512i s = _mm512_castsi128_si512(reduce4_epi32(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
-        s = _mm512_inserti32x4(s, reduce4_epi32(acc[1][0], acc[1][1], acc[1][2], acc[1][3]), 1);
-        s = _mm512_inserti32x4(s, reduce4_epi32(acc[2][0], acc[2][1], acc[2][2], acc[2][3]), 2);
-        s = _mm512_inserti32x4(s, reduce4_epi32(acc[3][0], acc[3][1], acc[3][2], acc[3][3]), 3);
+        const __m512i s = tile4_sums_avx512(acc);
         for (int r = 0; r < 4; r++)
             for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_si512();
         const __m512i bs = _mm512_broadcast_i32x4(
@@ -707,10 +710,7 @@ static inline __attribute__((always_inline)) void gemm4_body(int fmt, int profil
     const __m512 scale = _mm512_broadcast_f32x4(_mm_loadu_ps(a_scale));
     __m512 res;
     if (whole) {
-        __m512i s = _mm512_castsi128_si512(reduce4_epi32(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
-        s = _mm512_inserti32x4(s, reduce4_epi32(acc[1][0], acc[1][1], acc[1][2], acc[1][3]), 1);
-        s = _mm512_inserti32x4(s, reduce4_epi32(acc[2][0], acc[2][1], acc[2][2], acc[2][3]), 2);
-        s = _mm512_inserti32x4(s, reduce4_epi32(acc[3][0], acc[3][1], acc[3][2], acc[3][3]), 3);
+        const __m512i s = tile4_sums_avx512(acc);
         const __m512 sums = _mm512_cvtepi32_ps(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a_sum)));
         res = _mm512_mul_ps(_mm512_div_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(s), sums), scale), _mm512_set1_ps(w_scale));
     } else if (fmt == BN_I2S) {
@@ -762,15 +762,7 @@ static void gemv_range_avx512(int fmt, int profile, const uint8_t *w, int64_t rb
             for (int g = 0; g < 4; g++) mask[g] = _mm512_slli_epi16(m3, BN_FN(group_shift)(BN_I2S, g));
             __m128 acc = _mm_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
-                const int8_t *q = act + 256 * b;
-                const __m512i a[4] = {_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_loadu_si512(q + 128),
-                                      _mm512_loadu_si512(q + 192)};
-                __m512i acc4[4][4];
-                for (int r = 0; r < 4; r++)
-                    for (int g = 0; g < 4; g++) acc4[r][g] = _mm512_setzero_si512();
-                gemv_block_avx512(BN_I2S, rows, b, a, mask, acc4, pf);
-                const __m128i sb = reduce4_epi32(gemv_row_sum_avx512(BN_I2S, acc4[0]), gemv_row_sum_avx512(BN_I2S, acc4[1]),
-                                                 gemv_row_sum_avx512(BN_I2S, acc4[2]), gemv_row_sum_avx512(BN_I2S, acc4[3]));
+                const __m128i sb = gemv_block_sums_avx512(BN_I2S, rows, act, b, mask, pf);
                 const __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(sb, _mm_set1_epi32(a_bsum[b])));
                 acc = _mm_add_ps(acc, _mm_mul_ps(v, _mm_set1_ps(a_d[b])));
             }
