@@ -25,7 +25,7 @@ setup(
         Extension(
             "bitnet.kernels.native._bnkernels",
             sources=[_NATIVE + s for s in _SOURCES],
-            depends=[_NATIVE + "bn_kernels.h", _NATIVE + "bn_isa_impl.h"],
+            depends=[_NATIVE + "bn_kernels.h", _NATIVE + "bn_isa_impl.h", _NATIVE + "bn_attn_tmpl.h"],
             extra_compile_args=_CFLAGS,
             extra_link_args=_LDFLAGS,
             libraries=[] if sys.platform == "win32" else ["m"],

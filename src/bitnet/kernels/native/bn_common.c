@@ -181,14 +181,7 @@ static float quant_pt_row_f64(const double *x, int64_t K, int8_t *q, int32_t *su
         if (a > mx) mx = a;
     }
     const float s = (float)(127.0 / mx);
-    int32_t acc = 0;
-    for (int64_t i = 0; i < K; i++) {
-        float v = bn_round_even((float)(x[i] * (double)s));
-        int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
-        q[i] = (int8_t)iv;
-        acc += iv;
-    }
-    *sum = acc;
+    *sum = bn_quant_f64_run(x, 0, K, s, q);
     return s;
 }
 

@@ -45,100 +45,15 @@ static inline void BN_FN(fold_blocks)(int32_t *out, int T, int nbt) {
 
 /* ---- attention (plain C, vectorized by the compiler for this file's instruction set) ---------------------- */
 #include <stdlib.h>
-static int BN_FN(attn_f32)(const float *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv, int64_t n_past,
-                 int64_t n_heads, int64_t n_kv, int64_t head_dim, float scale, float *out, int64_t ldo, int nth) {
-    const int64_t group = n_heads / n_kv, npos = n_past + T;
-    int failed = 0;
-#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
-    {
-        float *sc = malloc(sizeof(float) * (size_t)npos);
-        if (!sc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        /* several queries: interleaved, later ones see more keys (causal); one query (decode): contiguous heads, so
-         * the query heads that share a KV head run on one core and read its keys and values once */
-#pragma omp for schedule(static, T == 1 ? (n_heads + nth - 1) / nth : 1)
-        for (int64_t th = 0; th < T * n_heads; th++) {
-            if (!sc) continue;
-            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
-            const float *qh = q + t * ldq + h * head_dim;
-            float mx = -INFINITY;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *kp = k + p * ldkv + kvh * head_dim;
-                float s = 0.f;
-#pragma omp simd reduction(+ : s)
-                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * kp[i];
-                s *= scale;
-                sc[p] = s;
-                if (s > mx) mx = s;
-            }
-            double sum = 0.0;
-            for (int64_t p = 0; p < nvis; p++) {
-                sc[p] = expf(sc[p] - mx);
-                sum += sc[p];
-            }
-            const float inv = (float)(1.0 / sum);
-            float *o = out + t * ldo + h * head_dim;
-            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.f;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *vp = v + p * ldkv + kvh * head_dim;
-                const float wgt = sc[p] * inv;
-                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * vp[i];
-            }
-        }
-        free(sc);
-    }
-    return failed ? -2 : 0;
-}
-
-static int BN_FN(attn_f64)(const double *q, int64_t T, int64_t ldq, const float *k, const float *v, int64_t ldkv,
-                     int64_t n_past, int64_t n_heads, int64_t n_kv, int64_t head_dim, double scale, double *out,
-                     int64_t ldo, int nth) {
-    const int64_t group = n_heads / n_kv, npos = n_past + T;
-    int failed = 0;
-#pragma omp parallel num_threads(nth) if (nth > 1 && T * n_heads * npos * head_dim >= (1 << 16))
-    {
-        double *sc = malloc(sizeof(double) * (size_t)npos);
-        if (!sc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        /* several queries: interleaved, later ones see more keys (causal); one query (decode): contiguous heads, so
-         * the query heads that share a KV head run on one core and read its keys and values once */
-#pragma omp for schedule(static, T == 1 ? (n_heads + nth - 1) / nth : 1)
-        for (int64_t th = 0; th < T * n_heads; th++) {
-            if (!sc) continue;
-            const int64_t t = th / n_heads, h = th % n_heads, kvh = h / group, nvis = n_past + t + 1;
-            const double *qh = q + t * ldq + h * head_dim;
-            double mx = -INFINITY;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *kp = k + p * ldkv + kvh * head_dim;
-                double s = 0.0;
-#pragma omp simd reduction(+ : s)
-                for (int64_t i = 0; i < head_dim; i++) s += qh[i] * (double)kp[i];
-                s *= scale;
-                sc[p] = s;
-                if (s > mx) mx = s;
-            }
-            double sum = 0.0;
-            for (int64_t p = 0; p < nvis; p++) {
-                sc[p] = exp(sc[p] - mx);
-                sum += sc[p];
-            }
-            const double inv = 1.0 / sum;
-            double *o = out + t * ldo + h * head_dim;
-            for (int64_t i = 0; i < head_dim; i++) o[i] = 0.0;
-            for (int64_t p = 0; p < nvis; p++) {
-                const float *vp = v + p * ldkv + kvh * head_dim;
-                const double wgt = sc[p] * inv;
-                for (int64_t i = 0; i < head_dim; i++) o[i] += wgt * (double)vp[i];
-            }
-        }
-        free(sc);
-    }
-    return failed ? -2 : 0;
-}
+/* one body, two element types: float32 activations (attn_f32) and float64 (attn_f64, the default numerics) */
+#define BN_ATTN_NAME attn_f32
+#define BN_ATTN_T float
+#define BN_ATTN_EXP expf
+#include "bn_attn_tmpl.h"
+#define BN_ATTN_NAME attn_f64
+#define BN_ATTN_T double
+#define BN_ATTN_EXP exp
+#include "bn_attn_tmpl.h"
 
 #if BN_ISA == BN_ISA_ID_SCALAR
 
@@ -822,13 +737,7 @@ static float quant_pt_f64_avx512(const double *x, int64_t K, int8_t *q, int32_t 
     int32_t lanes[8];
     _mm256_storeu_si256((__m256i *)lanes, vsum);
     for (int j = 0; j < 8; j++) acc += lanes[j]; /* integer adds: order-independent */
-    for (int64_t i = k8; i < K; i++) {
-        float v = bn_round_even((float)(x[i] * (double)s));
-        int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
-        q[i] = (int8_t)iv;
-        acc += iv;
-    }
-    *sum = acc;
+    *sum = acc + bn_quant_f64_run(x, k8, K, s, q);
     return s;
 }
 

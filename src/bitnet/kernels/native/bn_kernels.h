@@ -126,6 +126,19 @@ void bn_rmsnorm_f64(const double *x, const float *w, int64_t N, int64_t K, doubl
 void bn_rope_neox_f64(double *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t *pos,
                       double base);
 
+/* Elements [i0, K) of the float64 per-token quantizer: x * s in double, rounded once to float32, then half to even,
+ * clamped to int8 (bitnet.kernels.quant); returns their sum. The scalar row and the SIMD rows' tails share it. */
+static inline int32_t bn_quant_f64_run(const double *x, int64_t i0, int64_t K, float s, int8_t *q) {
+    int32_t acc = 0;
+    for (int64_t i = i0; i < K; i++) {
+        const float v = bn_round_even((float)(x[i] * (double)s));
+        const int iv = v > 127.f ? 127 : (v < -128.f ? -128 : (int)v);
+        q[i] = (int8_t)iv;
+        acc += iv;
+    }
+    return acc;
+}
+
 /* helpers shared by all ISA files (defined in bn_common.c) */
 void bn_tq1_decode_block(const uint8_t *blk, uint8_t codes_perm[256]);
 int bn_perm256(int e);
